@@ -1,0 +1,29 @@
+# Two entry points: `make run` (set up + main job) and `make test` (set up + tests).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+SCENARIO ?= scenarios/drift_sentiment.yaml
+
+.PHONY: run test bench report clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch/torchvision are pinned in pyproject.toml; pip resolves them from local disk where present.
+$(VENV)/.stamp-run: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.stamp-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.stamp-run
+
+run: $(VENV)/.stamp-run
+	$(BIN)/clsim run $(SCENARIO)
+
+test: $(VENV)/.stamp-test
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV)

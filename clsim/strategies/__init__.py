@@ -1,0 +1,24 @@
+"""Strategies: a preset (template + plugins) turned into an Avalanche strategy on a model."""
+from __future__ import annotations
+
+import torch
+from avalanche.training.plugins import EvaluationPlugin
+
+from clsim.config import TrainConfig
+from clsim.strategies.presets import ResolvedStrategy, available_presets, resolve
+
+__all__ = ["ResolvedStrategy", "available_presets", "resolve", "build_strategy"]
+
+
+def build_strategy(spec: ResolvedStrategy, model: torch.nn.Module, train: TrainConfig, device: str,
+                   first_plugins: list = ()):
+    """The Avalanche strategy for ``spec``; ``first_plugins`` run before the preset's plugins."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+    plugins = [*first_plugins, *(c.build() for c in spec.plugins)]
+    return spec.template.cls(
+        model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
+        train_mb_size=train.batch_size, train_epochs=train.epochs, eval_mb_size=train.eval_batch_size,
+        device=device, plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
+        **spec.template.params,
+    )

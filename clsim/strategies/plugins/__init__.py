@@ -1,0 +1,5 @@
+"""Avalanche plugins for what Avalanche lacks. Presets name them by class."""
+from clsim.strategies.plugins.periodic_refinetune import PeriodicRefinetunePlugin
+from clsim.strategies.plugins.probe import ProbePlugin
+
+__all__ = ["PeriodicRefinetunePlugin", "ProbePlugin"]
