@@ -1,0 +1,48 @@
+"""Shared fixtures: a small synthetic stream tokenised once, and scenario builders."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def scenario_dict(**overrides) -> dict:
+    """A small synthetic scenario on the tiny model; keyword overrides replace top-level keys."""
+    base = {
+        "name": "unit",
+        "seed": 0,
+        "stream": {"source": "synthetic", "experiences": ["food", "tech", "travel"],
+                   "train_per_experience": 48, "test_per_experience": 24},
+        "model": {"pretrained": "tiny", "finetune": "full", "max_length": 32},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
+        "strategies": ["naive"],
+    }
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture(scope="session")
+def make_scenario():
+    from clsim.config import Scenario
+
+    return lambda **kw: Scenario.model_validate(scenario_dict(**kw))
+
+
+@pytest.fixture(scope="session")
+def tokens_for():
+    """Tokenise a scenario's stream once per distinct stream config (cached for the session)."""
+    from clsim.data import build_stream
+    from clsim.models import tokenize_stream
+
+    cache = {}
+
+    def get(scenario):
+        key = (scenario.stream.model_dump_json(), scenario.seed, scenario.model.pretrained, scenario.model.max_length)
+        if key not in cache:
+            cache[key] = tokenize_stream(build_stream(scenario.stream, scenario.seed), scenario.model)
+        return cache[key]
+
+    return get
