@@ -1,0 +1,114 @@
+"""The command line end to end: `clsim run` on the smoke scenario through real Ray actors,
+every output file, TensorBoard events read back; `validate` and `list`."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clsim.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "scenarios" / "smoke.yaml"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One real `clsim run` of the smoke scenario (every core strategy, one actor each)."""
+    out = tmp_path_factory.mktemp("results")
+    proc = subprocess.run([sys.executable, "-m", "clsim.cli", "run", str(SMOKE), "--output", str(out),
+                           "--run-id", "r1", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "smoke" / "r1", proc.stdout
+
+
+def smoke_strategies() -> list[str]:
+    from clsim.config import load_scenario
+
+    return [s.run_name for s in load_scenario(SMOKE).strategies]
+
+
+def test_run_writes_every_output(smoke_run):
+    run_dir, stdout = smoke_run
+    names = smoke_strategies()
+    assert (run_dir / "scenario.yaml").is_file()
+    rows = list(csv.DictReader((run_dir / "summary.csv").open()))
+    assert [r["strategy"] for r in rows] == names
+    md = (run_dir / "summary.md").read_text()
+    for name in names:
+        assert f"| {name} " in md
+        assert name in stdout
+        doc = json.loads((run_dir / name / "metrics.json").read_text())
+        T = len(doc["experiences"])
+        assert len(doc["accuracy_matrix"]) == T and all(len(r) == T for r in doc["accuracy_matrix"])
+        assert len(doc["zero_shot"]) == T
+        for key in ("acc", "bwt", "fwt", "forgetting", "learning_acc"):
+            assert key in doc
+        assert doc["costs"]["trainable_params"] > 0 and doc["costs"]["samples_trained"] > 0
+        lines = (run_dir / name / "accuracy_matrix.csv").read_text().strip().splitlines()
+        assert len(lines) == T + 2  # header, zero-shot row, one row per trained experience
+    assert f"tensorboard --logdir {run_dir}" in stdout.replace("\n", "")
+
+
+def test_tensorboard_events_read_back(smoke_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, _ = smoke_run
+    for name in smoke_strategies():
+        doc = json.loads((run_dir / name / "metrics.json").read_text())
+        ea = EventAccumulator(str(run_dir / name), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        ea.Reload()
+        tags = ea.Tags()
+        for j, exp in enumerate(doc["experiences"]):
+            events = ea.Scalars(f"accuracy/{exp}")
+            assert [e.step for e in events] == list(range(len(doc["experiences"])))
+            assert events[-1].value == pytest.approx(doc["accuracy_matrix"][-1][j], abs=1e-6)
+        acc = ea.Scalars("stream/acc")
+        assert acc[-1].value == pytest.approx(doc["acc"], abs=1e-6)
+        assert "accuracy_matrix" in tags["images"]
+        assert "train/reg_ratio" in tags["scalars"]
+        assert ea.PluginTagToContent("hparams"), "an hparams entry per strategy"
+
+
+def test_validate_prints_the_plan():
+    result = runner.invoke(app, ["validate", str(SMOKE)])
+    assert result.exit_code == 0, result.output
+    assert "scenario smoke" in result.output
+    for name in smoke_strategies():
+        assert f"strategy {name}:" in result.output
+    assert "48 train / 24 test" in result.output
+
+
+def test_list_shows_scenarios_and_presets():
+    result = runner.invoke(app, ["list"])
+    assert result.exit_code == 0
+    for word in ("drift_sentiment", "smoke", "naive", "periodic_refinetune", "ewc", "replay"):
+        assert word in result.output
+
+
+@pytest.mark.parametrize("content,field", [
+    ("name: x\nstream: [", "line"),
+    ("- a\n- b\n", "mapping"),
+    ("name: x\nseed: 0\nstream: {source: tweets, experiences: [airline], train_per_experience: 5, "
+     "test_per_experience: 5}\nstrategies: [naive]\ncolour: blue\n", "colour"),
+    ("name: x\nstream: {source: tweets, experiences: [mars], train_per_experience: 5, test_per_experience: 5}\n"
+     "strategies: [naive]\n", "stream.experiences[0]"),
+    ("name: x\nstream: {source: synthetic, experiences: [food], train_per_experience: 5, test_per_experience: 5}\n"
+     "train: {lr: -1}\nstrategies: [naive]\n", "train.lr"),
+    ("name: x\nstream: {source: synthetic, experiences: [food], train_per_experience: 5, test_per_experience: 5}\n"
+     "strategies: [sgd_magic]\n", "strategies[0].preset"),
+])
+def test_bad_scenarios_exit_2_with_one_line(tmp_path, content, field):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(content)
+    result = runner.invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 2
+    assert str(bad) in result.output and field in result.output
+    assert "Traceback" not in result.output
