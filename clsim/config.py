@@ -17,6 +17,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -31,6 +32,9 @@ class ConfigError(Exception):
         self.file, self.field, self.message = file, field, message
         parts = [str(p) for p in (file, field) if p]
         super().__init__(": ".join(parts + [message]))
+
+    def __reduce__(self):  # survives pickling, e.g. raised inside a Ray actor
+        return type(self), (self.file, self.field, self.message)
 
 
 class Strict(BaseModel):
@@ -125,7 +129,8 @@ class TrainConfig(Strict):
     eval_batch_size: PositiveInt = 64
     lr: PositiveFloat = 5e-5
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
+    group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
 
 
 class ResourcesConfig(Strict):
@@ -163,13 +168,14 @@ class Scenario(Strict):
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     strategies: list[StrategyRef] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _unique_runs(self) -> "Scenario":
-        names = [s.run_name for s in self.strategies]
+    @field_validator("strategies")
+    @classmethod
+    def _unique_runs(cls, strategies: list[StrategyRef]) -> list[StrategyRef]:
+        names = [s.run_name for s in strategies]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"strategy run names must be unique, {dup} repeat (give one a `name:`)")
-        return self
+        return strategies
 
 
 # --------------------------------------------------------------------------- errors
@@ -189,10 +195,13 @@ def _explain(err: dict) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return "unknown key"
-    if kind == "missing":
+    if kind in ("missing", "union_tag_not_found"):
         return "required field is missing"
     if kind == "literal_error":
-        return msg.replace("Input should be", "expected one of")
+        return msg.replace("Input should be", "expected one of") + f" (got {err.get('input')!r})"
+    if kind == "union_tag_invalid":  # e.g. stream.source: reddit
+        ctx = err.get("ctx", {})
+        return f"expected one of {ctx.get('expected_tags')} (got {ctx.get('tag')!r})"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
@@ -204,6 +213,9 @@ def _explain(err: dict) -> str:
 def validation_to_error(file: str | Path | None, exc: ValidationError, prefix: str = "") -> ConfigError:
     err = exc.errors(include_url=False)[0]
     path = _field_path(err["loc"])
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):  # the discriminator is the field at fault
+        tag = str(err.get("ctx", {}).get("discriminator", "")).strip("'")
+        path = f"{path}.{tag}" if path != "(top level)" else tag
     if prefix:
         path = prefix if path == "(top level)" else f"{prefix}.{path}"
     more = len(exc.errors()) - 1
@@ -233,7 +245,8 @@ def read_yaml_mapping(path: str | Path) -> dict:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Parse and validate a scenario file. Relative data paths resolve against the file."""
+    """Parse and validate a scenario file. Relative data and model paths resolve against the file
+    (and are stored absolute, so an actor or a resumed run finds them from anywhere)."""
     path = Path(path)
     data = read_yaml_mapping(path)
     try:
@@ -244,6 +257,10 @@ def load_scenario(path: str | Path) -> Scenario:
     if isinstance(stream, FileStream) and not stream.path.is_absolute():
         stream = stream.model_copy(update={"path": (path.parent / stream.path).resolve()})
         scenario = scenario.model_copy(update={"stream": stream})
+    local_model = path.parent / scenario.model.pretrained  # a model folder next to the scenario, not an alias
+    if not Path(scenario.model.pretrained).is_absolute() and (local_model / "config.json").is_file():
+        model = scenario.model.model_copy(update={"pretrained": str(local_model.resolve())})
+        scenario = scenario.model_copy(update={"model": model})
     return scenario
 
 

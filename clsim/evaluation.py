@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from clsim.models import PadCollate, TokenizedSplit
+from clsim.precision import autocast
 
 
 @torch.no_grad()
@@ -26,11 +27,35 @@ def accuracy(model: torch.nn.Module, split: TokenizedSplit, batch_size: int, dev
 
 
 def evaluate_row(model: torch.nn.Module, tests: list[TokenizedSplit], batch_size: int, device: str,
-                 pad_id: int) -> list[float]:
-    """One row of R: accuracy on every experience's test set, model left in its prior mode."""
+                 pad_id: int, precision: str = "fp32") -> list[float]:
+    """One row of R: accuracy on every experience's test set, model left in its prior mode.
+
+    ``precision="bf16"`` evaluates under the same autocast as training (``train.precision``)."""
     was_training = model.training
     model.eval()
     try:
-        return [accuracy(model, t, batch_size, device, pad_id) for t in tests]
+        with autocast(device, precision):
+            return [accuracy(model, t, batch_size, device, pad_id) for t in tests]
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_features_row(head: torch.nn.Module, features: list[torch.Tensor], labels: list[np.ndarray],
+                          batch_size: int, device: str, precision: str = "fp32") -> list[float]:
+    """One row of R from cached pooled features (``head`` fine-tuning): the head alone decides."""
+    was_training = head.training
+    head.eval()
+    try:
+        row = []
+        with autocast(device, precision):
+            for X, y in zip(features, labels):
+                if len(y) == 0:
+                    row.append(float("nan"))
+                    continue
+                pred = torch.cat([head(X[k:k + batch_size].to(device)).argmax(-1).cpu()
+                                  for k in range(0, len(y), batch_size)])
+                row.append(int((pred == torch.as_tensor(y)).sum()) / len(y))
+        return row
+    finally:
+        head.train(was_training)

@@ -8,6 +8,7 @@ templates and plugins run unchanged (no custom template subclass).
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -16,13 +17,15 @@ import numpy as np
 import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.benchmarks.utils import DataAttribute
+from avalanche.benchmarks.utils import DataAttribute, concat_datasets
 from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from torch.utils.data import Dataset
 
+from clsim import checkpoint
 from clsim.config import Scenario
-from clsim.evaluation import evaluate_row
-from clsim.models import PadCollate, TokenizedSplit, TokenizedStream, build_model, trainable_parameters
+from clsim.evaluation import evaluate_features_row, evaluate_row
+from clsim.models import (FeatureHead, PadCollate, TokenizedSplit, TokenizedStream, build_model, pooled_features,
+                          trainable_parameters)
 from clsim.strategies import ResolvedStrategy, build_strategy
 from clsim.strategies.plugins import ProbePlugin
 
@@ -51,6 +54,53 @@ def to_avalanche(split: TokenizedSplit, pad_id: int) -> TaskAwareClassificationD
     )
 
 
+class _FeatureDataset(Dataset):
+    def __init__(self, features: torch.Tensor, labels: np.ndarray):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.features[i], int(self.labels[i])
+
+
+def stack_collate(batch):
+    xs, ys, ts = zip(*batch)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long), torch.as_tensor(ts, dtype=torch.long)
+
+
+def features_to_avalanche(features: torch.Tensor, labels: np.ndarray) -> TaskAwareClassificationDataset:
+    """Cached pooled features as an Avalanche classification dataset (``head`` fine-tuning)."""
+    n = len(labels)
+    return TaskAwareClassificationDataset(
+        [_FeatureDataset(features, labels)],
+        data_attributes=[
+            DataAttribute([int(y) for y in labels], "targets"),
+            DataAttribute([0] * n, "targets_task_labels", use_in_getitem=True),
+        ],
+        collate_fn=stack_collate,
+    )
+
+
+def with_sample_ids(train: list[TaskAwareClassificationDataset]) -> list[TaskAwareClassificationDataset]:
+    """Tag every training sample with its position in the whole stream (``sample_ids``), so a replay
+    buffer or a training window can be checkpointed as ids and rebuilt from the same stream."""
+    out, offset = [], 0
+    for d in train:
+        ids = DataAttribute(list(range(offset, offset + len(d))), "sample_ids")
+        out.append(d.update_data_attribute("sample_ids", ids))
+        offset += len(d)
+    return out
+
+
+def deterministic_mode() -> None:
+    """Repeatable kernels where torch has them (warn, do not fail, where an op has none); with
+    per-experience seeding this makes (scenario, seed) give the same metrics run after run."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for determinism
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -59,7 +109,13 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class Learner:
-    """Builds model + strategy for ``spec`` and trains/evaluates experience by experience."""
+    """Builds model + strategy for ``spec`` and trains/evaluates experience by experience.
+
+    With ``finetune: head`` the backbone is a fixed feature extractor, so (``cache_features``)
+    its pooled features are computed once per split and the strategy trains ``FeatureHead``
+    on them — the same head, the same batches, none of the repeated backbone passes.
+    ``self.model`` is always the full classifier.
+    """
 
     scenario: Scenario
     spec: ResolvedStrategy
@@ -67,17 +123,35 @@ class Learner:
     device: str = "cpu"
     on_batch: object = None
     eval_seconds: list[float] = field(default_factory=list)
+    cache_features: bool = True
+    feature_seconds: float = 0.0  # time spent computing cached features (part of the training cost)
+    _all_train: object = field(default=None, init=False, repr=False)  # lazily, for decode()
 
     def __post_init__(self):
         seed_everything(self.scenario.seed)
         self.model = build_model(self.scenario.model, len(self.tokens.label_names), self.scenario.seed)
         self.probe = ProbePlugin(self.on_batch)
-        self.strategy = build_strategy(self.spec, self.model, self.scenario.train, self.device, [self.probe])
+        self.cached = self.cache_features and self.model.backbone_frozen
+        if self.cached:
+            t0 = time.perf_counter()
+            self.model.to(self.device)
+            feats = lambda split: pooled_features(  # noqa: E731
+                self.model, split.ids, self.scenario.train.eval_batch_size, self.device,
+                self.scenario.train.precision)
+            self.train_features = [feats(s) for s in self.tokens.train]
+            self.test_features = [feats(s) for s in self.tokens.test]
+            trained = FeatureHead(self.model.head)
+            train = [features_to_avalanche(f, s.labels) for f, s in zip(self.train_features, self.tokens.train)]
+            test = [features_to_avalanche(f, s.labels) for f, s in zip(self.test_features, self.tokens.test)]
+            self.feature_seconds = time.perf_counter() - t0
+        else:
+            trained = self.model
+            train = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.train]
+            test = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test]
+        train = with_sample_ids(train)  # checkpoints store buffers as ids into the stream
+        self.strategy = build_strategy(self.spec, trained, self.scenario.train, self.device, [self.probe])
         # with_task_labels: experiences expose task labels, so Avalanche's loaders use our collate
-        self.benchmark = with_task_labels(benchmark_from_datasets(
-            train=[to_avalanche(s, self.tokens.pad_id) for s in self.tokens.train],
-            test=[to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test],
-        ))
+        self.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
 
     @property
     def trainable_params(self) -> int:
@@ -87,13 +161,47 @@ class Learner:
         """The strategy's plugin of type ``cls`` (e.g. to inspect a replay buffer), or None."""
         return next((p for p in self.strategy.plugins if isinstance(p, cls)), None)
 
+    # ------------------------------------------------------------------ checkpoints
+    def encode(self, dataset) -> torch.Tensor:
+        """A dataset drawn from this stream's training data -> its sample ids (order kept)."""
+        return torch.as_tensor(list(dataset.sample_ids), dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor):
+        """Sample ids -> the same samples, in the same order, as one Avalanche dataset."""
+        if self._all_train is None:
+            self._all_train = concat_datasets([e.dataset for e in self.benchmark.train_stream])
+        return self._all_train.subset(ids.tolist())
+
+    def state_dict(self) -> dict:
+        """The whole CL state as explicit state dicts (see clsim.checkpoint): model, optimizer,
+        Avalanche clock and plugins, evaluation costs, RNG states."""
+        return {"model": self.model.state_dict(), "optimizer": self.strategy.optimizer.state_dict(),
+                "strategy": checkpoint.strategy_state(self.strategy, self.encode),
+                "eval_seconds": list(self.eval_seconds), "rng": checkpoint.rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue exactly where :meth:`state_dict` was taken (a freshly built learner only)."""
+        checkpoint.load_strategy_state(self.strategy, state["strategy"], self.decode)
+        self.model.load_state_dict(state["model"])
+        # Avalanche (re)builds the optimizer's parameter list on its first training call and then
+        # drops the state; do that step now so the loaded Adam moments survive it.
+        self.strategy.make_optimizer(reset_optimizer_state=True)
+        self.strategy.optimizer.load_state_dict(state["optimizer"])
+        self.eval_seconds = list(state["eval_seconds"])
+        checkpoint.set_rng_state(state["rng"])
+
     def train_experience(self, i: int) -> None:
         seed_everything(self.scenario.seed * 1000 + i)
         self.strategy.train(self.benchmark.train_stream[i], eval_streams=[])
 
     def evaluate(self) -> list[float]:
         t0 = time.perf_counter()
-        row = evaluate_row(self.model, self.tokens.test, self.scenario.train.eval_batch_size,
-                           self.device, self.tokens.pad_id)
+        if self.cached:
+            row = evaluate_features_row(self.model.head, self.test_features, [s.labels for s in self.tokens.test],
+                                        self.scenario.train.eval_batch_size, self.device,
+                                        self.scenario.train.precision)
+        else:
+            row = evaluate_row(self.model, self.tokens.test, self.scenario.train.eval_batch_size,
+                               self.device, self.tokens.pad_id, self.scenario.train.precision)
         self.eval_seconds.append(time.perf_counter() - t0)
         return row

@@ -76,6 +76,57 @@ class TextClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(input_ids))
 
+    @property
+    def backbone_frozen(self) -> bool:
+        """True in ``head`` mode: no backbone parameter trains."""
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> "TextClassifier":
+        """A frozen backbone is a fixed feature extractor: it stays in eval mode (no dropout),
+        so its features are a pure function of the input — which is what lets them be cached."""
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+class FeatureHead(nn.Module):
+    """The classifier's head alone, on cached pooled features: ``forward(features) -> logits``.
+
+    It shares the head module (and so its parameters, named ``head.*`` as in the full
+    model) with the ``TextClassifier`` it came from: training one trains the other."""
+
+    def __init__(self, head: nn.Linear):
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+
+@torch.no_grad()
+def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: int, device: str,
+                    precision: str = "fp32") -> torch.Tensor:
+    """The model's pooled features for every sequence (input order), computed once in eval mode.
+
+    Batches are length-sorted so dynamic padding wastes little work."""
+    from clsim.precision import autocast
+
+    collate = PadCollate(model.pad_id)
+    out = torch.empty(len(ids), model.head.in_features)
+    order = np.argsort([len(x) for x in ids], kind="stable")
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast(device, precision):
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                x, _, _ = collate([(ids[i], 0, 0) for i in idx])
+                out[torch.as_tensor(idx)] = model.features(x.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    return out
+
 
 def _backbone(cfg: ModelConfig, file) -> nn.Module:
     from transformers import AutoModel, BertConfig, BertModel
@@ -117,6 +168,33 @@ def build_model(cfg: ModelConfig, num_labels: int, seed: int, file: str | Path |
     pad_id = load_tokenizer(cfg.pretrained, str(file) if file else None).pad_token_id or 0
     torch.manual_seed(seed + 1)
     return TextClassifier(backbone, num_labels, pad_id)
+
+
+def check_model(cfg: ModelConfig, file: str | Path | None = None) -> None:
+    """Fail at validation, not later inside an actor, on what only building the model reveals:
+    more frozen layers than the model has, LoRA target modules it lacks, an unreadable config.
+    The architecture is built on the meta device: no weights are read or allocated."""
+    from transformers import AutoConfig, AutoModel, BertConfig
+
+    if cfg.finetune not in ("partial", "lora"):
+        return
+    try:
+        config = (BertConfig(vocab_size=8, **TINY_CONFIG) if cfg.pretrained == "tiny"
+                  else AutoConfig.from_pretrained(str(resolve_pretrained(cfg.pretrained, file))))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(file, "model.pretrained", f"unreadable model config: {str(exc).splitlines()[0]}") from None
+    layers = getattr(config, "num_hidden_layers", None)
+    if cfg.finetune == "partial" and layers is not None and cfg.freeze_layers > layers:
+        raise ConfigError(file, "model.freeze_layers", f"model has {layers} layers; cannot freeze {cfg.freeze_layers}")
+    if cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        with torch.device("meta"):
+            backbone = AutoModel.from_config(config)
+        try:
+            get_peft_model(backbone, LoraConfig(r=cfg.lora.r, target_modules=list(cfg.lora.target_modules)))
+        except ValueError as exc:
+            raise ConfigError(file, "model.lora.target_modules", str(exc).splitlines()[0]) from None
 
 
 def trainable_parameters(model: nn.Module) -> int:

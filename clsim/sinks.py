@@ -25,6 +25,7 @@ __all__ = [
     "TensorBoardSink",
     "write_strategy_results",
     "write_summary",
+    "write_hparams_experiment",
     "SUMMARY_COLUMNS",
 ]
 
@@ -154,11 +155,13 @@ class TensorBoardSink:
     """One strategy run's TensorBoard log: per-experience accuracies, stream metrics,
     the accuracy-matrix heatmap and an hparams entry, all in one event directory."""
 
-    def __init__(self, log_dir: str | os.PathLike):
+    def __init__(self, log_dir: str | os.PathLike, purge_step: int | None = None):
+        """``purge_step`` (resuming a run): events this directory already holds at steps
+        >= ``purge_step`` are hidden from TensorBoard, so a re-done experience is not shown twice."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
         self._closed = False
 
     def log_scalar(self, tag: str, value: float, step: int) -> None:
@@ -188,20 +191,20 @@ class TensorBoardSink:
         self.writer.add_image("accuracy_matrix", img, int(step), dataformats="HWC")
 
     def log_hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float],
-                    step: int | None = None) -> None:
-        """An hparams-dashboard entry in this same event directory (SummaryWriter.add_hparams
+                    step: int | None = None, experiment: bool = False) -> None:
+        """An hparams-dashboard session in this same event directory (SummaryWriter.add_hparams
         would create a sub-run). Metrics are tagged ``hparam/<name>`` and also logged as
-        scalars, which is where the dashboard reads their values from."""
-        from torch.utils.tensorboard.summary import hparams as hparams_summary
+        scalars, which is where the dashboard reads their values from.
 
-        # torch encodes bools as numbers 1/0 (its int check comes first); "True"/"False"
-        # reads better in the dashboard. Anything not str/int/float is stringified too.
-        hp = {str(k): v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else str(v)
-              for k, v in hparams.items()}
+        The dashboard's columns come from one *experiment* summary, and TensorBoard uses the
+        first it finds — so a run folder gets exactly one, at its root, listing every
+        strategy's hyper-parameters and metrics (:func:`write_hparams_experiment`).
+        ``experiment=True`` adds one here, for a log directory that stands alone."""
+        hp = _hparam_values(hparams)
         tags = {(k if k.startswith("hparam/") else f"hparam/{k}"): v for k, v in metrics.items()}
-        exp, ssi, sei = hparams_summary(hp, {t: 0.0 for t in tags})
+        exp, ssi, sei = _hparams_summaries(hp, list(tags))
         fw = self.writer._get_file_writer()
-        for s in (exp, ssi, sei):
+        for s in ((exp, ssi, sei) if experiment else (ssi, sei)):
             fw.add_summary(s)
         for t, v in tags.items():
             self.log_scalar(t, v, 0 if step is None else step)
@@ -219,6 +222,96 @@ class TensorBoardSink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _hparam_values(hparams: Mapping[str, Any]) -> dict[str, str | int | float]:
+    """torch encodes bools as numbers 1/0 (its int check comes first); "True"/"False" reads
+    better in the dashboard. Anything not str/int/float is stringified too."""
+    return {str(k): v if isinstance(v, (str, int, float)) and not isinstance(v, bool) else str(v)
+            for k, v in hparams.items()}
+
+
+def _hparams_summaries(hp: Mapping[str, Any], metric_tags: Sequence[str], domains: Mapping[str, list] | None = None):
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    return hparams_summary(dict(hp), {t: 0.0 for t in metric_tags}, hparam_domain_discrete=dict(domains or {}))
+
+
+# Final numbers the hparams dashboard shows for every strategy (``hparam/<name>`` scalars);
+# bytes only where a (federated) run reports them.
+HPARAM_METRICS = ("acc", "bwt", "fwt", "forgetting", "learning_acc", "train_seconds", "bytes_up", "bytes_down",
+                  "bytes_total")
+
+
+def final_metric(doc: Mapping[str, Any], name: str) -> float | None:
+    """A metrics.json document's final value of ``name`` (top level or under ``costs``);
+    per-round lists (e.g. ``bytes_up``) are summed; None when absent or not finite."""
+    v = doc.get(name, (doc.get("costs") or {}).get(name))
+    if isinstance(v, Mapping):
+        v = v.get("total")
+    if isinstance(v, (list, tuple)):
+        flat = np.asarray(v, dtype=float).ravel()
+        v = float(np.nansum(flat)) if flat.size else None
+    return float(v) if _finite(v) else None
+
+
+def write_hparams_experiment(run_dir: str | os.PathLike) -> Path | None:
+    """Make the hparams dashboard list every strategy of a run folder.
+
+    Reads ``<run_dir>/*/metrics.json``; writes one experiment summary at the run folder's
+    root whose columns are the union of all strategies' hyper-parameters and the
+    :data:`HPARAM_METRICS` any of them reports; and, in each strategy folder, whatever the
+    dashboard would otherwise miss: a session (hyper-parameters from metrics.json) and the
+    ``hparam/<metric>`` scalars its value columns read (e.g. federated ``bytes_up``).
+    Returns the experiment's event directory, or None when no strategy has metrics."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root = Path(run_dir)
+    docs = {}
+    for f in sorted(root.glob("*/metrics.json")):
+        try:
+            docs[f.parent] = json.loads(f.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    if not docs:
+        return None
+    union: dict[str, list] = {}
+    metrics: list[str] = []
+    for d, doc in docs.items():
+        hp = _hparam_values({**(doc.get("hparams") or {}), "strategy": doc.get("strategy", d.name)})
+        finals = {m: final_metric(doc, m) for m in HPARAM_METRICS}
+        metrics += [m for m, v in finals.items() if v is not None and m not in metrics]
+        for k, v in hp.items():
+            union.setdefault(k, []).append(v)
+        ea = EventAccumulator(str(d), size_guidance={"scalars": 0, "tensors": 0})
+        ea.Reload()
+        try:
+            has_session = "_hparams_/session_start_info" in ea.PluginTagToContent("hparams")
+        except KeyError:  # no hparams data at all in this folder
+            has_session = False
+        logged = set(ea.Tags().get("scalars", []))
+        missing = {f"hparam/{m}": v for m, v in finals.items() if v is not None and f"hparam/{m}" not in logged}
+        if missing or not has_session:
+            with TensorBoardSink(d) as tb:
+                if not has_session:
+                    _, ssi, sei = _hparams_summaries(hp, [f"hparam/{m}" for m in finals])
+                    tb.writer._get_file_writer().add_summary(ssi)
+                    tb.writer._get_file_writer().add_summary(sei)
+                for t, v in missing.items():
+                    tb.log_scalar(t, v, 0)
+    # one representative value per column: a string if any session's value is one
+    rep, domains = {}, {}
+    for k, vals in union.items():
+        if any(isinstance(v, str) for v in vals):
+            rep[k], domains[k] = str(vals[0]), sorted({str(v) for v in vals})
+        else:
+            rep[k] = vals[0]
+    exp, _, _ = _hparams_summaries(rep, [f"hparam/{m}" for m in metrics], domains)
+    for old in root.glob("events.out.tfevents.*"):  # TensorBoard keeps the first experiment it reads
+        old.unlink()
+    with TensorBoardSink(root) as tb:
+        tb.writer._get_file_writer().add_summary(exp)
+    return root
 
 
 def _check_len(values: Sequence, names: Sequence[str]) -> None:

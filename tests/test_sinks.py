@@ -100,7 +100,7 @@ def test_hparams_in_same_dir(tmp_path):
     summary = M.summarize([[0.7]], [0.4])  # bwt/fwt/forgetting are NaN
     hp = {"strategy": "ewc", "lr": 1e-3, "epochs": 2, "frozen": True, "layers": [4, 5], "none": None}
     with S.TensorBoardSink(tmp_path) as sink:
-        sink.log_hparams(hp, summary)
+        sink.log_hparams(hp, summary, experiment=True)
     # one event file, directly in log_dir: no sub-run
     entries = list(tmp_path.iterdir())
     assert len(entries) == 1 and entries[0].is_file() and "tfevents" in entries[0].name

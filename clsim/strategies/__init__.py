@@ -15,7 +15,14 @@ def build_strategy(spec: ResolvedStrategy, model: torch.nn.Module, train: TrainC
     """The Avalanche strategy for ``spec``; ``first_plugins`` run before the preset's plugins."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
-    plugins = [*first_plugins, *(c.build() for c in spec.plugins)]
+    from clsim.strategies.plugins import AutocastPlugin, LengthGroupedBatchesPlugin
+
+    # speed options wrap every preset the same way; length grouping goes before the preset's
+    # plugins so one that brings its own loader (replay) keeps it
+    grouping = [LengthGroupedBatchesPlugin()] if train.group_by_length else []
+    plugins = [*first_plugins, *grouping, *(c.build() for c in spec.plugins)]
+    if train.precision != "fp32":
+        plugins.append(AutocastPlugin(train.precision))
     return spec.template.cls(
         model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
         train_mb_size=train.batch_size, train_epochs=train.epochs, eval_mb_size=train.eval_batch_size,

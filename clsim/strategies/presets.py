@@ -4,6 +4,8 @@ A preset is data, not code: ``template`` is a class in ``avalanche.training`` an
 plugin a class in ``clsim.strategies.plugins`` or ``avalanche.training.plugins``. A scenario
 may override any hyper-parameter by name; the override goes to the one component whose
 constructor takes it. Everything is checked (names, parameters, values) before any work.
+A preset with a ``federated:`` block runs through Flower (clsim.federated.spec): its clients
+run the core preset named by ``local:`` (or this preset's own template and plugins).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class PresetFile(BaseModel):
     template: str = "Naive"
     params: dict[str, Any] = Field(default_factory=dict)
     plugins: list[PluginSpec] = Field(default_factory=list)
+    federated: dict[str, Any] | None = None  # validated by clsim.federated.spec.FederatedConfig
 
 
 @dataclass
@@ -64,12 +67,15 @@ class ResolvedStrategy:
     preset: str
     template: Component
     plugins: list[Component]
+    federated: Any = None  # a FederatedConfig: run through Flower; template + plugins are each client's
 
     def hparams(self) -> dict[str, Any]:
         out: dict[str, Any] = {"preset": self.preset, "template": self.template.cls.__name__}
         for comp in [self.template, *self.plugins]:
             for k, v in comp.params.items():
                 out[f"{comp.cls.__name__}.{k}"] = v
+        if self.federated is not None:
+            out.update(self.federated.hparams())
         return out
 
 
@@ -100,12 +106,14 @@ def _lookup_plugin(name: str):
     return None
 
 
-def _check_values(comp: Component, where: str) -> None:
+def _check_values(comp: Component, loc: str, path: Path, ref: StrategyRef, file, where: str) -> None:
+    """Numbers must be non-negative; the error names the scenario (for an override) or the preset."""
     for k, v in comp.params.items():
         if isinstance(v, bool):
             continue
         if isinstance(v, (int, float)) and v < 0:
-            raise ConfigError(None, f"{where}.{k}", f"expected a non-negative number, got {v!r}")
+            src, field = (file, f"{where}.{k}") if k in ref.overrides else (path, f"{loc}.{k}")
+            raise ConfigError(src, field, f"expected a non-negative number, got {v!r}")
 
 
 def load_preset_file(path: Path) -> PresetFile:
@@ -129,7 +137,14 @@ def resolve(ref: StrategyRef, file: str | Path | None = None, index: int = 0) ->
         raise ConfigError(file, f"{where}.preset",
                           f"unknown strategy {ref.preset!r}; expected one of {sorted(presets)} or a preset .yaml path")
     preset = load_preset_file(path)
+    if preset.federated is not None:
+        return _resolve_federated(ref, preset, path, file, index)
+    return _resolve_local(ref, preset, path, file, where)
 
+
+def _resolve_local(ref: StrategyRef, preset: PresetFile, path: Path, file, where: str,
+                   also_allowed: set[str] = frozenset()) -> ResolvedStrategy:
+    """Template + plugins of ``preset`` with ``ref``'s overrides applied and checked."""
     template_cls = _lookup_template(preset.template)
     if template_cls is None:
         raise ConfigError(path, "template", f"{preset.template!r} is not a template in avalanche.training")
@@ -151,13 +166,13 @@ def resolve(ref: StrategyRef, file: str | Path | None = None, index: int = 0) ->
     for key, value in ref.overrides.items():
         owners = [c for c in (template, *plugins) if key in c.accepts()]
         if not owners:
-            allowed = sorted(set().union(*(c.accepts() for c in (template, *plugins))))
+            allowed = sorted(set().union(also_allowed, *(c.accepts() for c in (template, *plugins))))
             raise ConfigError(file, f"{where}.{key}",
                               f"unknown parameter for preset {ref.preset!r}; expected one of {allowed}")
         owners[-1].params[key] = value
 
-    for comp in (template, *plugins):
-        _check_values(comp, f"{where}")
+    for comp, loc in [(template, "params"), *[(p, f"plugins[{k}]") for k, p in enumerate(plugins)]]:
+        _check_values(comp, loc, path, ref, file, where)
     resolved = ResolvedStrategy(ref.run_name, ref.preset, template, plugins)
     for comp in plugins:  # build once now, so a bad value fails before any work
         try:
@@ -165,3 +180,49 @@ def resolve(ref: StrategyRef, file: str | Path | None = None, index: int = 0) ->
         except (TypeError, ValueError) as exc:
             raise ConfigError(file, where, f"{comp.cls.__name__}: {exc}") from None
     return resolved
+
+
+def _resolve_federated(ref: StrategyRef, preset: PresetFile, path: Path, file, index: int) -> ResolvedStrategy:
+    """A preset with a ``federated:`` block: the block (with the scenario's overrides for its
+    keys) is validated; every other override goes to the local strategy each client runs —
+    the core preset named by ``local:``, or this preset's own template + plugins."""
+    from clsim.federated.spec import FederatedConfig, build_server_strategy
+
+    where = f"strategies[{index}]"
+    try:
+        FederatedConfig.model_validate(preset.federated)
+    except ValidationError as exc:
+        raise validation_to_error(path, exc, prefix="federated") from None
+    fed_keys = set(FederatedConfig.model_fields)
+    fed_over = {k: v for k, v in ref.overrides.items() if k in fed_keys}
+    local_over = {k: v for k, v in ref.overrides.items() if k not in fed_keys}
+    try:
+        fed = FederatedConfig.model_validate({**preset.federated, **fed_over})
+    except ValidationError as exc:
+        raise validation_to_error(file, exc, prefix=where) from None
+    try:
+        build_server_strategy(fed)
+    except (TypeError, ValueError) as exc:
+        ours = "server_params" in fed_over or "server" in fed_over
+        raise ConfigError(file if ours else path, f"{where}.server_params" if ours else "federated.server_params",
+                          f"{fed.server}: {exc}") from None
+
+    if fed.local is None:
+        local_ref = StrategyRef.model_validate({"preset": ref.preset, **local_over})
+        local = _resolve_local(local_ref, preset, path, file, where, fed_keys)
+    else:
+        own = {"template", "params", "plugins"} & preset.model_fields_set
+        if own:
+            raise ConfigError(path, sorted(own)[0], "a federated preset with `local:` takes the local strategy "
+                                                    "from that preset; remove template/params/plugins here")
+        core = {n: p for n, p in available_presets().items() if load_preset_file(p).federated is None}
+        if fed.local not in core:
+            raise ConfigError(path, "federated.local",
+                              f"{fed.local!r} is not a core preset; expected one of {sorted(core)}")
+        local_ref = StrategyRef.model_validate({"preset": fed.local, **local_over})
+        try:
+            local = _resolve_local(local_ref, load_preset_file(core[fed.local]), core[fed.local], file, where,
+                                   fed_keys)
+        except ConfigError as exc:
+            raise ConfigError(exc.file, exc.field, f"{exc.message} (local preset of {ref.preset!r})") from None
+    return ResolvedStrategy(ref.run_name, ref.preset, local.template, local.plugins, federated=fed)

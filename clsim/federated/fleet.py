@@ -1,0 +1,157 @@
+"""The Grid a Flower strategy talks through: known clients in a fixed order, deadlines, traffic.
+
+``Fleet`` wraps the Grid the ServerApp was given and hands it to the (unchanged) strategy:
+
+- ``discover`` sends every SuperNode the job in a ``query`` message and learns its
+  ``partition-id``; it gives up with a clear message if the clients' nodes do not all join
+  within ``node_timeout`` seconds (Flower's own node sampling would wait forever).
+- ``get_node_ids`` lists the clients' nodes ordered by partition id, so a strategy's seeded
+  sampling picks the same clients in every run; it raises after ``node_timeout`` seconds
+  short of nodes instead of letting the strategy wait forever.
+- ``send_and_receive`` counts the bytes of every record sent and received per round, and keeps
+  each client's reply metrics and every error reply (a client that raised), so the round
+  still aggregates the rest and the failure is counted and logged.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from clsim.federated.arrays import record_bytes
+
+log = logging.getLogger("flwr")
+
+
+class FederationError(RuntimeError):
+    """The federation cannot go on (nodes missing, misconfigured or failing to join)."""
+
+
+@dataclass
+class RoundTraffic:
+    """One server round as seen on the wire."""
+
+    round: int
+    bytes_down: int = 0
+    bytes_up: int = 0
+    sent: dict[str, list[int]] = field(default_factory=dict)  # message type -> partition ids
+    replies: dict[str, dict[int, dict]] = field(default_factory=dict)  # type -> partition id -> metrics
+    failures: list[dict] = field(default_factory=list)  # {"client", "type", "reason"}
+    seconds: dict[str, float] = field(default_factory=dict)  # type -> wall time, messages out to replies in
+
+
+def _server_round(messages: list[Message]) -> int:
+    for m in messages:
+        for rec in m.content.config_records.values():
+            if "server-round" in rec:
+                return int(rec["server-round"])
+    return 0
+
+
+class Fleet(Grid):
+    def __init__(self, grid: Grid, clients: int, node_timeout: float, poll: float = 0.5):
+        self.grid, self.clients, self.node_timeout, self.poll = grid, clients, node_timeout, poll
+        self.partition_of: dict[int, int] = {}  # node id -> partition id
+        self.info: dict[int, dict] = {}  # partition id -> what the client reported when joining
+        self.rounds: dict[int, RoundTraffic] = {}
+        self._short_since: float | None = None
+
+    # ------------------------------------------------------------------ joining
+    def discover(self, job: ConfigRecord) -> None:
+        """Send the job to every SuperNode until partitions 0..clients-1 have all joined."""
+        deadline = time.monotonic() + self.node_timeout
+        while True:
+            new = [n for n in self.grid.get_node_ids() if n not in self.partition_of]
+            if new:
+                msgs = [Message(RecordDict({"job": job}), message_type=MessageType.QUERY, dst_node_id=n) for n in new]
+                left = max(1.0, deadline - time.monotonic())
+                for reply in self.grid.send_and_receive(msgs, timeout=left):
+                    self._join(reply)
+            missing = sorted(set(range(self.clients)) - set(self.partition_of.values()))
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise FederationError(
+                    f"{self.clients - len(missing)} of {self.clients} clients joined within {self.node_timeout:.0f} s; "
+                    f"no SuperNode with partition-id {missing} (start one per client with "
+                    f"--node-config \"partition-id=<i> num-partitions={self.clients}\", or raise node_timeout)")
+            time.sleep(self.poll)
+
+    def _join(self, reply: Message) -> None:
+        node = reply.metadata.src_node_id
+        if reply.has_error():
+            raise FederationError(f"SuperNode {node} could not join: {reply.error.reason}")
+        info = dict(next(iter(reply.content.config_records.values())))
+        pid, parts = int(info["partition-id"]), int(info["num-partitions"])
+        if parts != self.clients or not 0 <= pid < self.clients:
+            raise FederationError(f"SuperNode {node} has partition-id={pid} num-partitions={parts}; this strategy "
+                                  f"has {self.clients} clients (expected num-partitions={self.clients})")
+        if pid in self.partition_of.values():
+            raise FederationError(f"two SuperNodes claim partition-id={pid}")
+        self.partition_of[node] = pid
+        self.info[pid] = info
+
+    # ------------------------------------------------------------------ Grid
+    def set_run(self, run) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self):
+        return self.grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> list[int]:
+        """The clients' connected nodes, by partition id; raises after ``node_timeout`` s short of nodes."""
+        connected = set(self.grid.get_node_ids())
+        ours = sorted((pid, node) for node, pid in self.partition_of.items() if node in connected)
+        if len(ours) < self.clients:
+            now = time.monotonic()
+            self._short_since = self._short_since or now
+            if now - self._short_since > self.node_timeout:
+                gone = sorted(set(range(self.clients)) - {pid for pid, _ in ours})
+                raise FederationError(f"client(s) {gone} disconnected and did not come back within "
+                                      f"{self.node_timeout:.0f} s; stopping the run")
+        else:
+            self._short_since = None
+        return [node for _, node in ours]
+
+    def push_messages(self, messages):
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids):
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages, *, timeout: float | None = None):
+        messages = list(messages)
+        if not messages:
+            return []
+        rnd = _server_round(messages)
+        t = self.rounds.setdefault(rnd, RoundTraffic(rnd))
+        kind = messages[0].metadata.message_type
+        t.sent[kind] = sorted(self.partition_of.get(m.metadata.dst_node_id, -1) for m in messages)
+        t.bytes_down += sum(record_bytes(m.content) for m in messages)
+        t0 = time.perf_counter()
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        t.seconds[kind] = t.seconds.get(kind, 0.0) + time.perf_counter() - t0
+        got = t.replies.setdefault(kind, {})
+        for r in replies:
+            pid = self.partition_of.get(r.metadata.src_node_id, -1)
+            if r.has_error():
+                t.failures.append({"client": pid, "type": kind, "reason": r.error.reason})
+                continue
+            t.bytes_up += record_bytes(r.content)
+            metrics = next(iter(r.content.metric_records.values()), None)
+            got[pid] = dict(metrics) if metrics is not None else {}
+        answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in replies}
+        for pid in sorted(set(t.sent[kind]) - answered):
+            t.failures.append({"client": pid, "type": kind, "reason": f"no reply within {timeout} s"})
+        failed = [f for f in t.failures if f["type"] == kind]
+        if failed:
+            log.warning("round %d %s: %d of %d clients failed, aggregating the rest: %s", rnd, kind, len(failed),
+                        len(messages), "; ".join(f"client {f['client']}: {f['reason'][:160]}" for f in failed))
+        return replies

@@ -1,0 +1,121 @@
+"""The Flower ServerApp: a ``flwr.serverapp.strategy`` class, unchanged, over the whole stream.
+
+The federation spends ``rounds_per_experience`` rounds on each experience, so one call to
+``Strategy.start`` runs ``T * rounds_per_experience`` rounds; clients derive their experience
+from the server round. The strategy's ``evaluate_fn`` evaluates the global model on every
+experience's test set before round 1 (zero-shot row) and after the last round of each
+experience (row k of R), which the Recorder writes like any central strategy's results.
+
+``app`` is what ``flwr run .`` starts (``[tool.flwr.app.components]`` in pyproject.toml); its
+run config names the scenario file, the strategy and the output folder. ``clsim run`` builds
+the same server loop through :func:`server_app_for` and ``run_simulation``.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+from flwr.app import ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from clsim.federated.job import Job
+
+log = logging.getLogger("flwr")
+ProgressFn = Callable[[str, str, int, int, int], None]
+APP_ROOT = Path(__file__).resolve().parents[2]  # the project (or installed Flower App) folder
+
+
+def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = "cpu",
+          progress: ProgressFn | None = None) -> dict:
+    """Run the federated strategy of ``job`` on ``grid``; return its metrics document."""
+    from clsim.data import build_stream
+    from clsim.data.stream import derive_seed
+    from clsim.evaluation import evaluate_row
+    from clsim.federated.arrays import load_record, to_record
+    from clsim.federated.fleet import Fleet
+    from clsim.federated.recorder import Recorder
+    from clsim.federated.spec import build_server_strategy
+    from clsim.models import build_model, tokenize_stream, trainable_parameters
+
+    sc, fed = job.scenario, job.fed
+    if tokens is None:
+        tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
+    T, rpe = len(tokens.names), fed.rounds_per_experience
+    model = build_model(sc.model, len(tokens.label_names), sc.seed).to(device)
+    rec = Recorder(job, tokens.names, run_dir, trainable_parameters(model))
+    fleet = Fleet(grid, fed.clients, fed.node_timeout)
+
+    def report(phase: str, i: int, done: int, total: int) -> None:
+        if progress:
+            progress(job.name, phase, i, done, total)
+
+    def evaluate_fn(rnd: int, arrays) -> MetricRecord | None:
+        if rnd > 0:
+            rec.round_done(rnd, (rnd - 1) // rpe, fleet.rounds.get(rnd))
+            report("train", (rnd - 1) // rpe, (rnd - 1) % rpe + 1, rpe)
+        if rnd % rpe:  # not the last round of an experience: nothing to evaluate
+            return None
+        load_record(model, arrays)
+        t0 = time.perf_counter()
+        row = evaluate_row(model, tokens.test, sc.train.eval_batch_size, device, tokens.pad_id, sc.train.precision)
+        seconds = time.perf_counter() - t0
+        if rnd == 0:
+            rec.zero_shot(row, seconds)
+        else:
+            k = rnd // rpe - 1
+            rec.experience_done(k, row, seconds, fleet.rounds.get(rnd))
+            report("done_exp", k, k + 1, T)
+        return MetricRecord({"accuracy": [float(v) for v in row]})
+
+    try:
+        report("eval", -1, 0, 1)
+        fleet.discover(job.to_record())
+        strategy = build_server_strategy(fed)
+        random.seed(derive_seed(sc.seed, 0xF1))  # Flower's node sampling draws from `random`
+        strategy.start(grid=fleet, initial_arrays=to_record(model), num_rounds=T * rpe, timeout=fed.round_timeout,
+                       train_config=ConfigRecord(), evaluate_config=ConfigRecord(), evaluate_fn=evaluate_fn)
+        return rec.finish(fleet)
+    finally:
+        rec.close()
+
+
+def server_app_for(job: Job, run_dir: str | Path, tokens=None, device: str = "cpu",
+                   progress: ProgressFn | None = None, result: dict | None = None) -> ServerApp:
+    """A ServerApp running ``job`` (for ``run_simulation``); its document lands in ``result["doc"]``."""
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context: Context) -> None:
+        doc = serve(grid, job, run_dir, tokens, device, progress)
+        if result is not None:
+            result["doc"] = doc
+
+    return server
+
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """``flwr run``: the run config names ``scenario`` (file), ``strategy`` and ``output``."""
+    import torch
+    import yaml
+
+    from clsim.config import scenario_to_dict
+    from clsim.federated.job import load_job
+    from clsim.runner import new_run_dir, summary_row
+    from clsim.sinks import atomic_write_text, write_summary
+
+    cfg = context.run_config
+    job = load_job(str(cfg["scenario"]), str(cfg.get("strategy", "")) or None, search=(APP_ROOT,))
+    run_dir = new_run_dir(Path(str(cfg.get("output", "results"))), job.scenario, str(cfg.get("run-id", "")) or None)
+    atomic_write_text(run_dir / "scenario.yaml", yaml.safe_dump(scenario_to_dict(job.scenario), sort_keys=False))
+    log.info("clsim: %s / %s -> %s", job.scenario.name, job.name, run_dir)
+    doc = serve(grid, job, run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    write_summary(run_dir, [summary_row(doc)])
+    log.info("clsim: acc %.3f, forgetting %s, %d rounds, %d failed replies; results in %s",
+             doc.get("acc", float("nan")), doc.get("forgetting"), doc["rounds"], doc["failures"], run_dir)

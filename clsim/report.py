@@ -1,0 +1,339 @@
+"""Compare strategies from one or several run folders: a table, markdown, CSV and PNG plots.
+
+Everything is read back from the ``metrics.json`` files ``clsim run`` writes (one per
+strategy), so a comparison can mix runs, scenarios and the federated path. Plots use
+matplotlib's object-oriented API on an Agg canvas (no global state) with the Okabe–Ito
+colour-blind-safe palette plus distinct markers, and the ``cividis`` map for matrices.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from clsim.config import ConfigError
+from clsim.sinks import atomic_write_bytes, atomic_write_text, final_metric, write_csv
+
+# Okabe & Ito (2008), most legible first; yellow last (weak on white).
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+COLUMNS = ("strategy", "acc", "bwt", "fwt", "forgetting", "learning_acc", "train_s", "eval_s", "samples",
+           "trainable_params", "bytes_up", "bytes_down", "complete")
+PLOTS = ("accuracy_per_experience.png", "average_accuracy.png", "accuracy_matrices.png", "cost_quality.png")
+
+
+@dataclass
+class Entry:
+    """One strategy run: its label in the comparison, where it came from, its metrics.json."""
+
+    label: str
+    path: Path
+    doc: dict
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.doc["experiences"])
+
+    @property
+    def R(self) -> np.ndarray:
+        return np.asarray(self.doc["accuracy_matrix"], dtype=float).reshape(-1, len(self.names))
+
+    @property
+    def zero_shot(self) -> np.ndarray:
+        return np.asarray(self.doc["zero_shot"], dtype=float)
+
+    def value(self, column: str) -> Any:
+        costs = self.doc.get("costs") or {}
+        if column == "strategy":
+            return self.label
+        if column in ("train_s", "eval_s"):
+            return costs.get({"train_s": "train_seconds", "eval_s": "eval_seconds"}[column])
+        if column == "samples":
+            return costs.get("samples_trained")
+        if column == "trainable_params":
+            return costs.get("trainable_params")
+        if column == "complete":
+            return bool(self.doc.get("complete", len(self.R) == len(self.names)))
+        return final_metric(self.doc, column)
+
+    @property
+    def bytes_total(self) -> float | None:
+        up, down = self.value("bytes_up"), self.value("bytes_down")
+        return None if up is None and down is None else (up or 0.0) + (down or 0.0)
+
+
+# --------------------------------------------------------------------------- reading
+def metrics_files(path: Path) -> list[Path]:
+    """metrics.json files under a strategy folder, a run folder or a scenario folder."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(path, None, "not found; expected a run folder written by `clsim run`")
+    if path.is_file():
+        return [path]
+    if (path / "metrics.json").is_file():
+        return [path / "metrics.json"]
+    runs = [path] if any(path.glob("*/metrics.json")) else sorted(
+        d for d in path.iterdir() if d.is_dir() and any(d.glob("*/metrics.json")))
+    if not runs:
+        raise ConfigError(path, None, "no metrics.json under it; expected a run folder written by `clsim run`")
+    return [f for run in runs for f in _in_run_order(run)]
+
+
+def _in_run_order(run: Path) -> list[Path]:
+    """A run folder's metrics files in the scenario's strategy order (as in its summary.csv)."""
+    files = sorted(run.glob("*/metrics.json"))
+    order: list[str] = []
+    if (run / "summary.csv").is_file():
+        with open(run / "summary.csv", encoding="utf-8", newline="") as f:
+            order = [r.get("strategy", "") for r in csv.DictReader(f)]
+    rank = {name: k for k, name in enumerate(order)}
+    return sorted(files, key=lambda f: (rank.get(f.parent.name, len(rank)), f.parent.name))
+
+
+def _read(file: Path) -> dict:
+    try:
+        doc = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(file, None, f"unreadable metrics file: {exc}") from None
+    for key in ("strategy", "experiences", "zero_shot", "accuracy_matrix"):
+        if key not in doc:
+            raise ConfigError(file, key, "required field is missing (not a clsim metrics.json?)")
+    for key in ("zero_shot", "accuracy_matrix"):  # JSON null is a NaN accuracy (empty test set)
+        doc[key] = json.loads(json.dumps(doc[key]).replace("null", "NaN"))
+    return doc
+
+
+def _labels(files: list[Path], docs: list[dict]) -> list[str]:
+    """Strategy names, prefixed by run (and scenario) folder only where names would clash."""
+    for depth in range(3):
+        labels = ["/".join([*f.parent.parts[-1 - depth:-1], d["strategy"]]) if depth else d["strategy"]
+                  for f, d in zip(files, docs)]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [f"{label} #{k}" for k, label in enumerate(labels)]
+
+
+def load(paths: Sequence[Path]) -> list[Entry]:
+    """Every strategy found under ``paths``, in the order given (files sorted within a folder)."""
+    files: list[Path] = []
+    for p in paths:
+        files += [f for f in metrics_files(Path(p)) if f not in files]
+    docs = [_read(f) for f in files]
+    return [Entry(label, f.parent, d) for label, f, d in zip(_labels(files, docs), files, docs)]
+
+
+# --------------------------------------------------------------------------- tables
+def rows(entries: Sequence[Entry]) -> tuple[list[str], list[list[Any]]]:
+    """The comparison table; byte columns only when some entry is federated."""
+    fed = any(e.bytes_total is not None for e in entries)
+    cols = [c for c in COLUMNS if fed or not c.startswith("bytes")]
+    return cols, [[e.value(c) for c in cols] for e in entries]
+
+
+def fmt(v: Any, column: str = "") -> str:
+    """A table cell: 3 decimals (signed when negative), seconds to 0.1, bytes with units, "—" for none."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if column.startswith("bytes"):
+        return _bytes(v)
+    if column in ("samples", "trainable_params"):
+        return f"{int(v):,}"
+    if column.endswith("_s"):
+        return f"{float(v):.1f}"
+    if isinstance(v, float):
+        return f"{v:+.3f}" if v < 0 else f"{v:.3f}"
+    return str(v).replace("|", "\\|")
+
+
+def _bytes(v: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(v) < 1000 or unit == "GB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1000.0
+    return f"{v:.1f} GB"
+
+
+def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
+    cols, table = rows(entries)
+    lines = ["# Strategy comparison", "",
+             "Accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting; `train_s`/`eval_s` in seconds.", "",
+             "| " + " | ".join(cols) + " |", "|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|"]
+    lines += ["| " + " | ".join(fmt(v, c) for v, c in zip(r, cols)) + " |" for r in table]
+    lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]
+    if plots:
+        lines += [""] + [f"![{Path(p).stem.replace('_', ' ')}]({Path(p).name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _style(k: int) -> dict:
+    return {"color": PALETTE[k % len(PALETTE)], "marker": MARKERS[k % len(MARKERS)]}
+
+
+def _grid(n: int, most: int = 3) -> tuple[int, int]:
+    """Rows and columns for n panels, at most ``most`` per row, rows as even as possible."""
+    nrows = math.ceil(n / most)
+    return nrows, math.ceil(n / nrows)
+
+
+def plot_per_experience(entries: Sequence[Entry], path: Path) -> Path:
+    """One panel per strategy: accuracy on each experience's test set over the stream
+    (zero-shot first); a hollow marker shows where that experience was trained."""
+    nrows, ncols = _grid(len(entries))
+    fig = _figure(4.6 * ncols, 3.4 * nrows + 0.8)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    handles = {}
+    for k, e in enumerate(entries):
+        ax = axes[k // ncols][k % ncols]
+        R, names = e.R, e.names
+        x = np.arange(-1, len(R))
+        for j, name in enumerate(names):
+            y = np.concatenate([[e.zero_shot[j]], R[:, j]])
+            (h,) = ax.plot(x, y, linewidth=1.6, markersize=4.5, label=name, **_style(j))
+            handles.setdefault(name, h)
+            if j < len(R):
+                ax.plot([j], [R[j, j]], linestyle="none", marker="o", markersize=10, markerfacecolor="none",
+                        markeredgecolor=_style(j)["color"], markeredgewidth=1.4)
+        ax.set_title(e.label, fontsize=11)
+        ax.set_xticks(x, ["zero-shot", *names[: len(R)]], rotation=35, ha="right", fontsize=8.5)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        if k % ncols == 0:
+            ax.set_ylabel("test accuracy")
+        ax.set_xlabel("after training on")
+    for k in range(len(entries), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    fig.legend(list(handles.values()), list(handles), title="accuracy on the test set of", loc="outside lower center",
+               ncols=min(len(handles), 8), frameon=False, fontsize=9)
+    fig.suptitle("Accuracy on each experience over the stream (ring: the experience just trained)", fontsize=12)
+    return _save(fig, path)
+
+
+def _shared_names(entries: Sequence[Entry]) -> list[str] | None:
+    names = [e.names for e in entries]
+    return names[0] if all(n == names[0] for n in names) else None
+
+
+def plot_average_accuracy(entries: Sequence[Entry], path: Path) -> Path:
+    """All strategies in one plot: average accuracy over the experiences seen so far."""
+    fig = _figure(8.5, 4.6)
+    ax = fig.add_subplot()
+    T = max(len(e.R) for e in entries)
+    for k, e in enumerate(entries):
+        R = e.R
+        acc = [float(np.nanmean(R[i, : i + 1])) for i in range(len(R))]
+        ax.plot(np.arange(len(acc)), acc, linewidth=2, markersize=6, label=e.label, **_style(k))
+    shared = _shared_names(entries)
+    ticks = np.arange(T)
+    ax.set_xticks(ticks, shared[:T] if shared else [str(t + 1) for t in ticks], rotation=20 if shared else 0)
+    ax.set_xlabel("after training on" if shared else "experiences trained")
+    ax.set_ylabel("average accuracy on experiences seen so far")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9,
+              frameon=False)
+    ax.set_title("Average accuracy after each experience")
+    return _save(fig, path)
+
+
+def plot_matrices(entries: Sequence[Entry], path: Path) -> Path:
+    """The accuracy matrices side by side (rows: trained on, columns: tested on)."""
+    nrows, ncols = _grid(len(entries), 4)
+    T = max(len(e.names) for e in entries)
+    side = 1.2 + 0.55 * T
+    fig = _figure(side * ncols + 1.0, side * nrows + 0.5)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    im = None
+    for k, e in enumerate(entries):
+        ax = axes[k // ncols][k % ncols]
+        R, names = e.R, e.names
+        im = ax.imshow(np.ma.masked_invalid(R), cmap="cividis", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(R)), names[: len(R)], fontsize=8)
+        for i in range(R.shape[0]):
+            for j in range(R.shape[1]):
+                if math.isfinite(R[i, j]):
+                    ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if R[i, j] > 0.6 else "white")
+        ax.set_title(e.label, fontsize=10)
+        if k % ncols == 0:
+            ax.set_ylabel("trained on")
+        ax.set_xlabel("tested on")
+    for k in range(len(entries), nrows * ncols):
+        axes[k // ncols][k % ncols].set_visible(False)
+    fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="accuracy")
+    fig.suptitle("Accuracy matrices R[i][j]", fontsize=12)
+    return _save(fig, path)
+
+
+def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
+    """Final accuracy vs training seconds, and vs bytes communicated for federated runs."""
+    fed = [e for e in entries if e.bytes_total is not None]
+    fig = _figure(5.5 * (2 if fed else 1) + 2.0, 4.6)
+    axes = fig.subplots(1, 2 if fed else 1, squeeze=False)[0]
+    panels = [(axes[0], entries, lambda e: e.value("train_s"), "training time (s)")]
+    if fed:
+        panels.append((axes[1], fed, lambda e: e.bytes_total, "bytes communicated, up + down (federated)"))
+    index = {e.label: k for k, e in enumerate(entries)}
+    for ax, group, xval, xlabel in panels:
+        for e in group:
+            x, y = xval(e), e.value("acc")
+            if x is None or y is None:
+                continue
+            style = _style(index[e.label])
+            ax.scatter([x], [y], s=80, label=e.label, zorder=3, c=style["color"], marker=style["marker"])
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("final average accuracy (acc)")
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.2, y=0.15)
+        if xlabel.startswith("bytes"):
+            ax.set_xscale("log")
+    axes[0].set_title("Quality vs cost: training time")
+    if fed:
+        axes[1].set_title("Quality vs cost: communication")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=9)
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- all at once
+def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]:
+    """comparison.md, comparison.csv and the PNGs in ``out_dir``; returns name -> path."""
+    if not entries:
+        raise ConfigError(None, None, "nothing to compare")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {
+        "accuracy_per_experience.png": plot_per_experience(entries, out / "accuracy_per_experience.png"),
+        "average_accuracy.png": plot_average_accuracy(entries, out / "average_accuracy.png"),
+        "accuracy_matrices.png": plot_matrices(entries, out / "accuracy_matrices.png"),
+        "cost_quality.png": plot_cost_quality(entries, out / "cost_quality.png"),
+    }
+    cols, table = rows(entries)
+    written["comparison.csv"] = write_csv(out / "comparison.csv", cols, table)
+    written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, list(written)[:4]))
+    return written

@@ -1,0 +1,423 @@
+"""Federated continual learning with Flower: presets, aggregation, partitions, the ClientApp's CL
+state across rounds, bytes per round, node sampling and timeouts, and one simulated run on Ray.
+
+The ClientApp is called in-process through ``ClientApp.__call__`` with real Flower ``Context``s
+and ``Message``s (``LoopbackGrid`` below delivers a server's messages the same way), so
+everything but Flower's transport is exercised without starting Ray. The simulated run starts
+Flower's simulation engine on Ray for real.
+"""
+from __future__ import annotations
+
+import json
+import secrets
+import time
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+
+from clsim.config import ConfigError, Scenario, StrategyRef
+from clsim.federated.arrays import load_record, record_bytes, to_record
+from clsim.federated.job import Job, resolve_job
+from clsim.strategies import resolve
+
+FEDERATED = ["fedavg", "fedavg_replay", "fedavg_ewc", "fedprox"]
+
+
+@pytest.fixture(autouse=True)
+def server_identity():
+    """Messages are created by a task of some run (a ServerApp sets this; here, the test is it)."""
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def fed_scenario(preset: str = "fedavg", model: dict | None = None, **fed) -> Scenario:
+    """Two synthetic experiences on the tiny model, one federated strategy with overrides ``fed``."""
+    return Scenario.model_validate({
+        "name": "fed_unit", "seed": 0,
+        "stream": {"source": "synthetic", "experiences": ["food", {"domain": "tech", "label_prior": [0.6, 0.2, 0.2]}],
+                   "train_per_experience": 48, "test_per_experience": 24},
+        "model": {"pretrained": "tiny", "finetune": "full", "max_length": 32, **(model or {})},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
+        "strategies": [{"preset": preset, "clients": 2, "rounds_per_experience": 1, "partition": {"kind": "iid"},
+                        **fed}],
+    })
+
+
+def context(client: int, clients: int = 2) -> Context:
+    return Context(run_id=1, node_id=secrets.randbits(62), node_config={"partition-id": client,
+                                                                     "num-partitions": clients},
+                   state=RecordDict(), run_config={})
+
+
+def join(job: Job, ctx: Context) -> Message:
+    from clsim.federated.client_app import app
+
+    msg = Message(RecordDict({"job": job.to_record()}), dst_node_id=ctx.node_id, message_type=MessageType.QUERY)
+    return app(msg, ctx)
+
+
+def train_round(ctx: Context, arrays, rnd: int, **config) -> Message:
+    from clsim.federated.client_app import app
+
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": rnd, **config})})
+    reply = app(Message(content, dst_node_id=ctx.node_id, message_type=MessageType.TRAIN), ctx)
+    assert not reply.has_error(), reply.error.reason if reply.has_error() else ""
+    return reply
+
+
+def global_model(job: Job):
+    from clsim.models import build_model
+
+    return build_model(job.scenario.model, 3, job.scenario.seed)
+
+
+# ----------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("preset", FEDERATED)
+def test_federated_presets_resolve_to_a_flower_strategy_and_a_local_preset(preset):
+    from flwr.serverapp.strategy import Strategy
+
+    from clsim.federated.spec import build_server_strategy
+
+    spec = resolve(StrategyRef.model_validate(preset))
+    assert spec.federated is not None and spec.federated.local in ("naive", "replay", "ewc")
+    local = resolve(StrategyRef.model_validate(spec.federated.local))
+    assert [c.cls for c in spec.plugins] == [c.cls for c in local.plugins]  # clients run exactly the local preset
+    assert isinstance(build_server_strategy(spec.federated), Strategy)
+    assert spec.hparams()["federated.server"] == spec.federated.server
+
+
+def test_bad_federated_presets_name_file_and_field(tmp_path):
+    cases = {
+        "server: NoSuchAvg": "federated.server",
+        "local: fedavg": "federated.local",  # a federated preset is not a core preset
+        "server_params: {bogus: 1}": "federated.server_params",
+        "partition: {kind: dirichlet, alpha: -1}": "federated.partition.dirichlet.alpha",
+    }
+    for line, field in cases.items():
+        path = tmp_path / "bad.yaml"
+        path.write_text(f"name: bad\nfederated:\n  {line}\n")
+        with pytest.raises(ConfigError) as err:
+            resolve(StrategyRef.model_validate(str(path)))
+        assert err.value.field.startswith(field.split(".dirichlet")[0]) and str(path) in str(err.value), line
+    with pytest.raises(ConfigError) as err:  # an override for a federated key is checked against the scenario
+        resolve(StrategyRef.model_validate({"preset": "fedavg", "clients": 2, "client_lag": [0]}), "s.yaml", 4)
+    assert err.value.field == "strategies[4]" and "client_lag" in err.value.message
+
+
+# ----------------------------------------------------------------------------- aggregation
+def test_fedavg_of_known_client_arrays_is_the_weighted_mean():
+    """Flower's FedAvg, unchanged, on two clients' trainable parameters (weights 30 and 10)."""
+    from flwr.serverapp.strategy import FedAvg
+
+    job = resolve_job(fed_scenario(), None)
+    models, weights = [], [30, 10]
+    for seed in (1, 2):
+        m = global_model(job)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p))
+        models.append(m)
+    replies = [Message(RecordDict({"arrays": to_record(m), "metrics": MetricRecord({"num-examples": w})}),
+                       dst_node_id=0, message_type=MessageType.TRAIN) for m, w in zip(models, weights)]
+    arrays, _ = FedAvg().aggregate_train(1, replies)
+    merged = global_model(job)
+    load_record(merged, arrays)
+    for (name, p), p0, p1 in zip(merged.named_parameters(), models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(p, (30 * p0 + 10 * p1) / 40, msg=name)
+
+
+# ----------------------------------------------------------------------------- partitions
+@pytest.mark.parametrize("partition", [{"kind": "iid"}, {"kind": "dirichlet", "alpha": 0.3},
+                                       {"kind": "by_column", "column": "label"}])
+def test_partitions_split_every_experience_disjointly_and_reproducibly(partition):
+    from clsim.federated.partition import partition_rows
+    from clsim.federated.spec import FederatedConfig
+
+    cfg = FederatedConfig(clients=3, partition=partition).partition
+    labels = np.random.default_rng(0).integers(0, 3, 90)
+    parts = partition_rows(labels, cfg, 3, seed=11)
+    rows = np.concatenate(parts)
+    assert sorted(rows.tolist()) == list(range(90)), "every row goes to exactly one client"
+    assert all((a == b).all() for a, b in zip(parts, partition_rows(labels, cfg, 3, seed=11)))
+    if partition["kind"] == "by_column":
+        assert [set(labels[p].tolist()) for p in parts] == [{0}, {1}, {2}]
+    if partition["kind"] == "dirichlet":  # label skew: clients' label mixes differ
+        mixes = [np.bincount(labels[p], minlength=3) / max(len(p), 1) for p in parts]
+        assert max(np.abs(mixes[0] - mixes[1]).max(), np.abs(mixes[1] - mixes[2]).max()) > 0.2
+
+
+# ----------------------------------------------------------------------------- the ClientApp
+def _buffer_sequences(strategy) -> list[tuple[int, ...]]:
+    from avalanche.training.plugins import ReplayPlugin
+
+    plugin = next(p for p in strategy.plugins if isinstance(p, ReplayPlugin))
+    return [tuple(int(t) for t in x) for x, *_ in plugin.storage_policy.buffer]
+
+
+def test_replay_state_survives_rounds_in_context_state():
+    """Each round is a fresh Learner; the buffer comes back from context.state: after two rounds on
+    experience 0 it holds experience-0 samples (once, not once per round), after round 3 (experience
+    1) it still holds them, next to experience-1 samples."""
+    from clsim.federated.client_app import client_tokens
+    from clsim.federated.state import ClientState, load_strategy
+    from clsim.learner import Learner
+    from clsim.strategies.plugins import ProbePlugin
+
+    job = resolve_job(fed_scenario("fedavg_replay", rounds_per_experience=2), None)
+    ctx = context(0)
+    assert not join(job, ctx).has_error()
+    tokens = client_tokens(job, 0, 2)
+    shard = [{tuple(int(t) for t in x) for x in s.ids} for s in tokens.train]
+    arrays = to_record(global_model(job))
+
+    def restored():  # what the next round (a new process, in a real SuperNode) would start from
+        state = ClientState.load(ctx.state)
+        learner = Learner(job.scenario, job.spec, tokens)
+        load_strategy(learner.strategy, state.latest, (ProbePlugin,))
+        return state, learner.strategy
+
+    for rnd in (1, 2):
+        arrays = train_round(ctx, arrays, rnd).content["arrays"]
+    state, strategy = restored()
+    buf = _buffer_sequences(strategy)
+    assert state.experience == 0 and state.rounds == 2
+    assert buf and all(s in shard[0] for s in buf)
+    assert len(buf) == len(shard[0]), "experience 0 entered the buffer once, not once per round"
+    assert strategy.clock.train_exp_counter == 1
+
+    train_round(ctx, arrays, 3)
+    state, strategy = restored()
+    buf = _buffer_sequences(strategy)
+    assert state.experience == 1 and strategy.clock.train_exp_counter == 2
+    from_0 = sum(s in shard[0] for s in buf)
+    assert from_0 > 0 and sum(s in shard[1] for s in buf) > 0 and from_0 + sum(s in shard[1] for s in buf) == len(buf)
+
+
+def test_only_trainable_parameters_travel_and_lora_is_a_small_fraction_of_full():
+    """Bytes a client uploads in one round (its reply's records), full vs head vs LoRA."""
+    sent = {}
+    for mode in ("full", "head", "lora"):
+        job = resolve_job(fed_scenario(model={"finetune": mode}), None)
+        ctx = context(0)
+        join(job, ctx)
+        model = global_model(job)
+        reply = train_round(ctx, to_record(model), 1)
+        names = set(reply.content["arrays"])
+        assert names == {n for n, p in model.named_parameters() if p.requires_grad}
+        if mode == "head":
+            assert all(n.startswith("head.") for n in names)
+        sent[mode] = record_bytes(reply.content)
+    assert sent["lora"] < 0.05 * sent["full"] and sent["head"] < sent["lora"], sent
+
+
+def test_fedprox_term_keeps_clients_near_the_global_model():
+    job = resolve_job(fed_scenario("fedprox"), None)
+    start = global_model(job)
+    moved = {}
+    for mu in (0.0, 100.0):
+        ctx = context(0)
+        join(job, ctx)
+        reply = train_round(ctx, to_record(start), 1, **{"proximal-mu": mu})
+        after = global_model(job)
+        load_record(after, reply.content["arrays"])
+        moved[mu] = sum(float((a - b).detach().pow(2).sum()) for a, b in zip(after.parameters(), start.parameters()))
+    assert 0 < moved[100.0] < 0.5 * moved[0.0], moved
+
+
+def test_client_lag_lets_drift_reach_clients_out_of_sync():
+    """With lag [0, 1], in round 2 (the federation's experience 1) client 1 still trains on experience 0."""
+    job = resolve_job(fed_scenario(client_lag=[0, 1]), None)
+    arrays = to_record(global_model(job))
+    seen = {}
+    for client in (0, 1):
+        ctx = context(client)
+        join(job, ctx)
+        seen[client] = [int(train_round(ctx, arrays, rnd).content["metrics"]["experience"]) for rnd in (1, 2)]
+    assert seen == {0: [0, 1], 1: [0, 0]}
+
+
+def test_injected_fault_raises_in_its_round_only():
+    from clsim.federated.client_app import InjectedFault, app
+
+    job = resolve_job(fed_scenario(fail={"client": 1, "round": 2}), None)
+    ctx = context(1)
+    join(job, ctx)
+    arrays = to_record(global_model(job))
+    train_round(ctx, arrays, 1)
+    msg = Message(RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 2})}),
+                  dst_node_id=ctx.node_id, message_type=MessageType.TRAIN)
+    with pytest.raises(InjectedFault, match="client 1 fails in round 2"):
+        app(msg, ctx)
+
+
+# ----------------------------------------------------------------------------- server side: the Fleet
+class LoopbackGrid(Grid):
+    """A test transport: delivers messages to the real ClientApp in this process, one real Context
+    per node; node ids are random, as on a SuperLink. ``clients`` lists the partitions present."""
+
+    def __init__(self, clients: list[int], num_partitions: int):
+        from clsim.federated.client_app import app
+
+        self.app = app
+        self.contexts = {}
+        for c in clients:
+            ctx = context(c, num_partitions)
+            self.contexts[ctx.node_id] = ctx
+
+    def set_run(self, run):
+        raise NotImplementedError
+
+    @property
+    def run(self):
+        raise NotImplementedError
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        raise NotImplementedError
+
+    def send_and_receive(self, messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            ctx = self.contexts.get(m.metadata.dst_node_id)
+            if ctx is not None:
+                replies.append(self.app(m, ctx))
+            elif timeout:  # a node that is not there never answers
+                time.sleep(min(timeout, 1.0))
+        return replies
+
+
+def test_client_sampling_is_seeded_by_partition_not_by_node_id():
+    """Two federations with different random node ids pick the same clients with one seed."""
+    import random
+
+    from flwr.serverapp.strategy import FedAvg
+
+    from clsim.federated.fleet import Fleet
+
+    job = resolve_job(fed_scenario(clients=4, partition={"kind": "iid"}), None)
+    picks = []
+    for _ in range(2):
+        fleet = Fleet(LoopbackGrid([3, 1, 0, 2], 4), 4, node_timeout=5)
+        fleet.discover(job.to_record())
+        random.seed(7)
+        strategy = FedAvg(fraction_train=0.5, min_available_nodes=4)
+        rounds = []
+        for rnd in (1, 2, 3):
+            msgs = strategy.configure_train(rnd, to_record(global_model(job)), ConfigRecord(), fleet)
+            rounds.append(sorted(fleet.partition_of[m.metadata.dst_node_id] for m in msgs))
+        picks.append(rounds)
+    assert picks[0] == picks[1] and all(len(r) == 2 for r in picks[0])
+
+
+def test_a_missing_node_ends_the_run_with_a_clear_message_not_a_hang():
+    from clsim.federated.fleet import FederationError, Fleet
+
+    job = resolve_job(fed_scenario(), None)
+    fleet = Fleet(LoopbackGrid([0], 2), 2, node_timeout=2, poll=0.2)
+    t0 = time.monotonic()
+    with pytest.raises(FederationError, match=r"1 of 2 clients joined.*partition-id \[1\]"):
+        fleet.discover(job.to_record())
+    assert time.monotonic() - t0 < 30
+
+
+# ----------------------------------------------------------------------------- simulated on Ray
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory):
+    """``runner.execute`` on a 2-client, 2-experience federated strategy where client 1 fails in
+    round 2: Flower's simulation engine on the Ray clsim starts."""
+    from clsim.data import build_stream
+    from clsim.models import tokenize_stream
+    from clsim.runner import execute, plan
+
+    sc = fed_scenario(fail={"client": 1, "round": 2})
+    run_dir = tmp_path_factory.mktemp("fed_run")
+    p = plan(sc, run_dir / "scenario.yaml")
+    tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
+    events = []
+    docs = execute(p, tokens, run_dir, device="cpu", progress=lambda *e: events.append(e))
+    return run_dir, docs[0], tokens, events
+
+
+def test_simulated_run_writes_R_bytes_and_per_client_matrices(simulated):
+    run_dir, doc, tokens, events = simulated
+    on_disk = json.loads((run_dir / "fedavg" / "metrics.json").read_text())
+    assert on_disk["accuracy_matrix"] == doc["accuracy_matrix"] and on_disk["complete"]
+    R = np.asarray(doc["accuracy_matrix"], dtype=float)
+    assert R.shape == (2, 2) and len(doc["zero_shot"]) == 2 and np.all((R >= 0) & (R <= 1))
+    assert doc["rounds"] == 2 and len(doc["bytes_up"]) == len(doc["bytes_down"]) == 2
+    per_model = record_bytes(RecordDict({"a": to_record(global_model(resolve_job(fed_scenario(), None)))}))
+    # down: arrays to 2 clients for training + 2 for evaluation; up: 2 (round 1) / 1 (round 2) trained arrays
+    assert all(4 * per_model <= b < 4 * per_model + 4096 for b in doc["bytes_down"])
+    assert 2 * per_model <= doc["bytes_up"][0] < 2 * per_model + 4096
+    assert per_model <= doc["bytes_up"][1] < per_model + 4096
+    for c, client in enumerate(doc["clients"]):
+        Rc = np.asarray(client["accuracy_matrix"], dtype=float)
+        assert Rc.shape == (2, 2) and np.all((Rc >= 0) & (Rc <= 1))
+        assert doc["clients_info"][c]["partition-id"] == c
+    sizes = np.asarray([info["test-sizes"] for info in doc["clients_info"]])
+    assert sizes.sum(axis=0).tolist() == [len(s.labels) for s in tokens.test]
+    # the global accuracy is the clients' local accuracies weighted by their test shard sizes
+    for k in range(2):
+        local = np.asarray([c["accuracy_matrix"][k] for c in doc["clients"]])
+        np.testing.assert_allclose((local * sizes).sum(0) / sizes.sum(0), R[k], atol=1e-9)
+    assert ("fedavg", "done_exp", 1, 2, 2) in events and ("fedavg", "finished", -1, 1, 1) in events
+    assert (run_dir / "summary.csv").read_text().count("fedavg") == 1
+
+
+def test_simulated_run_survives_a_failing_client(simulated):
+    _, doc, _, _ = simulated
+    r1, r2 = doc["round_log"]
+    assert r1["clients_trained"] == [0, 1] and not r1["failures"]
+    assert r2["clients_trained"] == [0], "round 2 aggregated the client that did not fail"
+    assert [(f["client"], f["type"]) for f in r2["failures"]] == [(1, "train")]
+    assert "fails in round 2" in r2["failures"][0]["reason"] and doc["failures"] == 1
+    assert doc["complete"] and len(doc["accuracy_matrix"]) == 2
+
+
+def test_simulated_run_tensorboard_reads_back(simulated):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir, doc, _, _ = simulated
+    acc = EventAccumulator(str(run_dir / "fedavg"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"federated/bytes_up", "federated/bytes_down", "federated/failures", "accuracy/food"} <= tags
+    assert [e.value for e in acc.Scalars("federated/bytes_up")] == doc["bytes_up"]
+    assert [e.value for e in acc.Scalars("federated/failures")] == [0, 1]
+    assert {"client_0/accuracy/food", "client_1/accuracy/tech"} <= tags
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_flower_certs_command_makes_a_ca_and_a_localhost_certificate(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from typer.testing import CliRunner
+
+    from clsim.cli import app
+
+    result = CliRunner().invoke(app, ["flower", "certs", str(tmp_path / "certs")])
+    assert result.exit_code == 0, result.output
+    ca = x509.load_pem_x509_certificate((tmp_path / "certs" / "ca.crt").read_bytes())
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "server.pem").read_bytes())
+    ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in san.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    assert (tmp_path / "certs" / "server.key").stat().st_mode & 0o077 == 0, "private key readable by owner only"
