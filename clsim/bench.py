@@ -108,21 +108,22 @@ def _batch_recorder(pad_id: int):
     return BatchRecorder()
 
 
-def plain_loop(model: torch.nn.Module, batches, pad_id: int, lr: float, fixed: int | None = None,
-               precision: str = "fp32") -> float:
-    """The hand-written baseline: collate, forward, loss, backward, step — nothing else. Seconds."""
+def plain_loop(model: torch.nn.Module, batches, pad_id: int, train, fixed: int | None = None) -> float:
+    """The hand-written baseline: collate, forward, loss, backward, step — nothing else; the
+    same optimizer as clsim's (``make_optimizer``). Seconds."""
     from clsim.models import PadCollate
     from clsim.precision import autocast
+    from clsim.strategies import make_optimizer
 
     collate = PadCollate(pad_id, fixed)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], train)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
     t0 = time.perf_counter()
     for ids, ys in batches:
         x, y, _ = collate([(a, b, 0) for a, b in zip(ids, ys)])
         opt.zero_grad()
-        with autocast("cpu", precision):
+        with autocast("cpu", train.precision):
             loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
@@ -182,7 +183,7 @@ def measure_loops(cfg: BenchConfig, tokens, say) -> list[Result]:
     def plain(fixed=None, batches=batches):
         seed_everything(0)
         model = build_model(sc32.model, n_labels, sc32.seed)
-        return plain_loop(model, batches, tokens.pad_id, sc32.train.lr, fixed)
+        return plain_loop(model, batches, tokens.pad_id, sc32.train, fixed)
 
     acc = {}
 

@@ -277,7 +277,7 @@ def compare(
 
 # ----------------------------------------------------------------------------- clsim flower …
 flower_app = typer.Typer(no_args_is_help=True, help="Run a scenario's federated strategy on real Flower processes "
-                                                    "(SuperLink + SuperNodes + `flwr run`; see docs/federated.md).")
+                                                    "(SuperLink + SuperNodes + `flwr run`; see the README).")
 app.add_typer(flower_app, name="flower")
 
 

@@ -105,8 +105,9 @@ def _read(file: Path) -> dict:
     for key in ("strategy", "experiences", "zero_shot", "accuracy_matrix"):
         if key not in doc:
             raise ConfigError(file, key, "required field is missing (not a clsim metrics.json?)")
-    for key in ("zero_shot", "accuracy_matrix"):  # JSON null is a NaN accuracy (empty test set)
-        doc[key] = json.loads(json.dumps(doc[key]).replace("null", "NaN"))
+    nan = float("nan")  # JSON null is a NaN accuracy (an empty test set)
+    doc["zero_shot"] = [nan if v is None else v for v in doc["zero_shot"]]
+    doc["accuracy_matrix"] = [[nan if v is None else v for v in row] for row in doc["accuracy_matrix"]]
     return doc
 
 
