@@ -8,6 +8,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import torch  # noqa: E402
+
+# tiny models train faster on one thread, and Ray actors started by tests use the other core
+torch.set_num_threads(1)
+
 
 def scenario_dict(**overrides) -> dict:
     """A small synthetic scenario on the tiny model; keyword overrides replace top-level keys."""
