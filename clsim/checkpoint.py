@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
 import random
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from clsim.config import ConfigError
+from clsim.sinks import atomic_write_bytes
 
 FORMAT = 1
 FILENAME = "checkpoint.pt"
@@ -51,22 +52,9 @@ def path_for(strategy_dir: str | os.PathLike) -> Path:
 
 def save(strategy_dir: str | os.PathLike, state: dict) -> Path:
     """Atomically write ``state`` as ``<strategy_dir>/checkpoint.pt`` (temp file, fsync, rename)."""
-    path = path_for(strategy_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **state}, buf)
+    return atomic_write_bytes(path_for(strategy_dir), buf.getvalue())
 
 
 def load(strategy_dir: str | os.PathLike, fingerprint: str | None = None) -> dict | None:
