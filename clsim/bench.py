@@ -1,17 +1,19 @@
 """``clsim bench``: the performance ratios that show where clsim's time goes.
 
 One run on one stream and one model (the tweets + MiniLM; ``tiny``: synthetic + a tiny BERT,
-seconds, for tests). Every timing is the best of ``repeats`` interleaved passes, so a busy
-machine slows all variants alike rather than whichever ran last. The ratios:
+seconds, for tests). A shared 2-core machine is noisy at the scale of seconds, so variants
+are timed side by side rather than one after another: the hand-written loops step in
+lockstep with clsim's own training, batch by batch, and the head-fine-tuning learners
+alternate experience by experience; the best of ``repeats`` such passes counts. The ratios:
 
-- ``avalanche_vs_plain_loop``: a hand-written PyTorch loop's training time over the very
-  batches clsim's strategy loop (Avalanche template + plugins) trained on, divided by the
+- ``avalanche_vs_plain_loop``: a hand-written PyTorch loop's training time on the very
+  batches clsim's strategy loop (Avalanche template + plugins) trains on, divided by the
   strategy loop's — 1.0 means Avalanche costs nothing.
-- ``dynamic_vs_fixed_padding``: the same loop and batches padded to ``max_length`` vs to
-  the longest sequence in each batch (what clsim does); ``grouped_…``: the same with
-  ``train.group_by_length: true`` (batches of neighbours in length).
-- ``bf16_vs_fp32``: the strategy loop under ``train.precision: bf16`` vs fp32, and
-  ``bf16_acc_drop_points``: final accuracy lost, in points.
+- ``dynamic_vs_fixed_padding``: the hand loop padding to ``max_length`` vs to the longest
+  sequence in each batch (what clsim does); ``grouped_…``: the same with batches of
+  neighbours in length (``train.group_by_length: true``).
+- ``bf16_vs_fp32``: the hand loop under bf16 autocast (what ``train.precision: bf16`` does)
+  vs fp32; ``bf16_acc_drop_points``: final accuracy lost by clsim with bf16, in points.
 - ``head_cached_vs_recompute``: ``finetune: head`` over the stream (training + evaluation)
   recomputing the frozen backbone's features every epoch vs caching them once.
 - ``flower_overhead``: (round wall time − slowest client's training) / round wall time,
@@ -91,129 +93,175 @@ class BenchConfig:
 
 
 # --------------------------------------------------------------------------- loops
-def _batch_recorder(pad_id: int):
-    """An Avalanche plugin that keeps every training batch, unpadded (to replay them elsewhere)."""
+@dataclass
+class HandLoop:
+    """A hand-written PyTorch training loop — collate, forward, loss, backward, step, nothing
+    else — on its own copy of the model, with clsim's optimizer (``make_optimizer``)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    collate: Callable
+    precision: str = "fp32"
+    batches: list | None = None  # its own batches; None: the batch clsim just trained on
+    seconds: float = 0.0
+
+    @classmethod
+    def build(cls, scenario: Scenario, n_labels: int, pad_id: int, fixed: int | None = None,
+              precision: str = "fp32", batches: list | None = None) -> "HandLoop":
+        from clsim.models import PadCollate, build_model
+        from clsim.strategies import make_optimizer
+
+        model = build_model(scenario.model, n_labels, scenario.seed).train()
+        opt = make_optimizer([p for p in model.parameters() if p.requires_grad], scenario.train)
+        return cls(model, opt, PadCollate(pad_id, fixed), precision, batches)
+
+    def step(self, ids: list[np.ndarray], ys) -> None:
+        from clsim.precision import autocast
+
+        t0 = time.perf_counter()
+        x, y, _ = self.collate([(a, b, 0) for a, b in zip(ids, ys)])
+        self.optimizer.zero_grad()
+        with autocast("cpu", self.precision):
+            loss = torch.nn.functional.cross_entropy(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.seconds += time.perf_counter() - t0
+
+
+def _lockstep_plugin(loops: dict[str, HandLoop], pad_id: int):
+    """After each of clsim's training iterations, one step of every hand loop (in rotating
+    order), on the same batch unless the loop brings its own. The global RNG is restored after
+    them, so clsim trains exactly as it would alone."""
     from avalanche.core import SupervisedPlugin
 
-    class BatchRecorder(SupervisedPlugin):
+    class Lockstep(SupervisedPlugin):
         def __init__(self):
             super().__init__()
-            self.pad_id = pad_id
-            self.batches: list[tuple[list[np.ndarray], np.ndarray]] = []
+            self.k = 0
 
-        def after_forward(self, strategy, **kwargs):
-            x = strategy.mb_x.detach().cpu()
-            self.batches.append(([row[row != self.pad_id].numpy() for row in x], strategy.mb_y.cpu().numpy()))
+        def after_training_iteration(self, strategy, **kwargs):
+            ids = [row[row != pad_id].numpy() for row in strategy.mb_x.detach().cpu()]
+            ys = strategy.mb_y.cpu().numpy()
+            order = list(loops.values())
+            order = order[self.k % len(order):] + order[:self.k % len(order)]
+            with torch.random.fork_rng(devices=[]):
+                for loop in order:
+                    loop.step(*(loop.batches[self.k] if loop.batches is not None else (ids, ys)))
+            self.k += 1
 
-    return BatchRecorder()
-
-
-def plain_loop(model: torch.nn.Module, batches, pad_id: int, train, fixed: int | None = None) -> float:
-    """The hand-written baseline: collate, forward, loss, backward, step — nothing else; the
-    same optimizer as clsim's (``make_optimizer``). Seconds."""
-    from clsim.models import PadCollate
-    from clsim.precision import autocast
-    from clsim.strategies import make_optimizer
-
-    collate = PadCollate(pad_id, fixed)
-    opt = make_optimizer([p for p in model.parameters() if p.requires_grad], train)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    model.train()
-    t0 = time.perf_counter()
-    for ids, ys in batches:
-        x, y, _ = collate([(a, b, 0) for a, b in zip(ids, ys)])
-        opt.zero_grad()
-        with autocast("cpu", train.precision):
-            loss = loss_fn(model(x), y)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - t0
+    return Lockstep()
 
 
-def stream_pass(scenario: Scenario, tokens, record=None,
-                cache_features: bool = True) -> tuple[float, float, float]:
-    """Train + evaluate the naive strategy over the stream: (train s, train + eval s, final acc).
-
-    Training time is the wall time of ``train_experience`` (Avalanche's whole per-experience
-    loop), plus the time to cache features when the learner caches them."""
+def _naive_learner(scenario: Scenario, tokens, **kw):
     from clsim.learner import Learner
     from clsim.strategies import resolve
 
-    learner = Learner(scenario, resolve(StrategyRef.model_validate("naive")), tokens, cache_features=cache_features)
-    if record is not None:
-        learner.strategy.plugins.append(record)
-    train = learner.feature_seconds
-    t_eval = time.perf_counter()
-    learner.evaluate()
-    evaluate = time.perf_counter() - t_eval
-    row = []
+    return Learner(scenario, resolve(StrategyRef.model_validate("naive")), tokens, **kw)
+
+
+def lockstep_pass(scenario: Scenario, tokens, loops: dict[str, HandLoop]) -> tuple[dict[str, float], float]:
+    """clsim's naive strategy over the stream with ``loops`` stepping alongside, batch by batch,
+    so a busy machine slows all of them alike: ({"clsim" and each loop: training seconds},
+    clsim's final accuracy). clsim's time is its ``train_experience`` wall time (Avalanche's
+    whole per-experience loop) less the time the hand loops took inside it."""
+    learner = _naive_learner(scenario, tokens)
+    learner.strategy.plugins.append(_lockstep_plugin(loops, tokens.pad_id))
+    wall = 0.0
     for i in range(len(tokens)):
         t0 = time.perf_counter()
         learner.train_experience(i)
-        train += time.perf_counter() - t0
+        wall += time.perf_counter() - t0
+    row = learner.evaluate()
+    inside = sum(loop.seconds for loop in loops.values())
+    return {"clsim": wall - inside, **{k: loop.seconds for k, loop in loops.items()}}, float(np.nanmean(row))
+
+
+def interleaved_passes(learners: dict[str, Callable], tokens) -> tuple[dict[str, float], dict[str, float]]:
+    """Train + evaluate several learners over the stream, alternating experience by experience:
+    ({name: seconds, feature caching included}, {name: final accuracy})."""
+    built = {}
+    seconds = {}
+    for name, make in learners.items():
+        built[name] = make()
         t0 = time.perf_counter()
-        row = learner.evaluate()
-        evaluate += time.perf_counter() - t0
-    return train, train + evaluate, float(np.nanmean(row))
+        built[name].evaluate()
+        seconds[name] = built[name].feature_seconds + time.perf_counter() - t0
+    rows = {}
+    for i in range(len(tokens)):
+        for name, learner in built.items():
+            t0 = time.perf_counter()
+            learner.train_experience(i)
+            rows[name] = learner.evaluate()
+            seconds[name] += time.perf_counter() - t0
+    return seconds, {k: float(np.nanmean(r)) for k, r in rows.items()}
 
 
-def best_of(repeats: int, variants: dict[str, Callable[[], float]]) -> dict[str, float]:
-    """Minimum seconds per variant over ``repeats`` interleaved rounds."""
-    best = {k: float("inf") for k in variants}
-    for _ in range(repeats):
-        for k, fn in variants.items():
-            best[k] = min(best[k], fn())
-    return best
+def grouped_batches(scenario: Scenario, tokens) -> list:
+    """The length-grouped batches ``train.group_by_length`` would draw (transformers'
+    ``LengthGroupedSampler``, seeded per experience as the learner does), unpadded."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from clsim.learner import seed_everything
+
+    bs, out = scenario.train.batch_size, []
+    for i, split in enumerate(tokens.train):
+        seed_everything(scenario.seed * 1000 + i)
+        order = list(LengthGroupedSampler(bs, lengths=[len(x) for x in split.ids]))
+        out += [([split.ids[j] for j in order[k:k + bs]], split.labels[order[k:k + bs]])
+                for k in range(0, len(order), bs)]
+    return out
+
+
+def _mean_width(batches) -> float:
+    return float(np.mean([max(len(a) for a in ids) for ids, _ in batches]))
 
 
 # --------------------------------------------------------------------------- measures
 def measure_loops(cfg: BenchConfig, tokens, say) -> list[Result]:
-    """Avalanche vs plain loop, dynamic vs fixed padding, bf16 vs fp32 (one shared set of batches)."""
-    from clsim.learner import seed_everything
-    from clsim.models import build_model
-
-    sc32, sc16 = cfg.scenario(), cfg.scenario(precision="bf16")
-    say("warm-up passes (record the batches, random and length-grouped)")
-    rec, grouped_rec = _batch_recorder(tokens.pad_id), _batch_recorder(tokens.pad_id)
-    stream_pass(sc32, tokens, rec)
-    stream_pass(cfg.scenario(group_by_length=True), tokens, grouped_rec)
-    batches, grouped = rec.batches, grouped_rec.batches
-    n_labels = len(tokens.label_names)
-
-    def plain(fixed=None, batches=batches):
-        seed_everything(0)
-        model = build_model(sc32.model, n_labels, sc32.seed)
-        return plain_loop(model, batches, tokens.pad_id, sc32.train, fixed)
-
-    acc = {}
-
-    def clsim_pass(sc, key):
-        def run():
-            train, _, acc[key] = stream_pass(sc, tokens)
-            return train
-        return run
-
-    say(f"timing the training loops, best of {cfg.repeats}")
-    t = best_of(cfg.repeats, {"clsim": clsim_pass(sc32, "fp32"), "plain": plain,
-                              "fixed": lambda: plain(sc32.model.max_length), "bf16": clsim_pass(sc16, "bf16"),
-                              "grouped": lambda: plain(batches=grouped)})
-
-    def width(bs):
-        return np.mean([max(len(a) for a in ids) for ids, _ in bs])
-
+    """clsim vs a hand loop, dynamic vs fixed vs length-grouped padding, bf16 vs fp32: all
+    timed in lockstep with clsim's own training; bf16's accuracy from a separate clsim run."""
+    sc = cfg.scenario()
+    n, pad = len(tokens.label_names), tokens.pad_id
+    grouped = grouped_batches(sc, tokens)
+    best: dict[str, float] = {}
+    acc32 = float("nan")
+    for r in range(cfg.repeats):
+        say(f"training loops in lockstep, pass {r + 1} of {cfg.repeats}")
+        loops = {"hand": HandLoop.build(sc, n, pad),
+                 "fixed": HandLoop.build(sc, n, pad, fixed=sc.model.max_length),
+                 "grouped": HandLoop.build(sc, n, pad, batches=grouped),
+                 "bf16": HandLoop.build(sc, n, pad, precision="bf16")}
+        t, acc32 = lockstep_pass(sc, tokens, loops)
+        best = {k: min(v, best.get(k, float("inf"))) for k, v in t.items()}
+    say("clsim with train.precision: bf16 (accuracy)")
+    t16, acc16 = interleaved_passes({"bf16": lambda: _naive_learner(cfg.scenario(precision="bf16"), tokens)}, tokens)
+    batches = sum(len(s.labels) // sc.train.batch_size + bool(len(s.labels) % sc.train.batch_size)
+                  for s in tokens.train)
+    b = best
     return [
-        Result("avalanche_vs_plain_loop", t["plain"] / t["clsim"],
-               f"plain {t['plain']:.1f} s, clsim {t['clsim']:.1f} s, {len(batches)} batches"),
-        Result("dynamic_vs_fixed_padding", t["fixed"] / t["plain"],
-               f"fixed {t['fixed']:.1f} s, dynamic {t['plain']:.1f} s; mean batch width {width(batches):.0f} "
-               f"of {sc32.model.max_length}"),
-        Result("grouped_dynamic_vs_fixed_padding", t["fixed"] / t["grouped"],
-               f"grouped {t['grouped']:.1f} s; mean batch width {width(grouped):.0f}"),
-        Result("bf16_vs_fp32", t["clsim"] / t["bf16"], f"fp32 {t['clsim']:.1f} s, bf16 {t['bf16']:.1f} s "
-                                                         f"({_bf16_hardware()})"),
-        Result("bf16_acc_drop_points", 100 * (acc["fp32"] - acc["bf16"]),
-               f"final acc fp32 {acc['fp32']:.3f}, bf16 {acc['bf16']:.3f}"),
+        Result("avalanche_vs_plain_loop", b["hand"] / b["clsim"],
+               f"hand loop {b['hand']:.1f} s, clsim {b['clsim']:.1f} s; {batches} batches"),
+        Result("dynamic_vs_fixed_padding", b["fixed"] / b["hand"],
+               f"fixed {b['fixed']:.1f} s, dynamic {b['hand']:.1f} s; random batches, mean width "
+               f"~{_mean_width(_random_batches(sc, tokens)):.0f} "
+               f"of {sc.model.max_length}"),
+        Result("grouped_dynamic_vs_fixed_padding", b["fixed"] / b["grouped"],
+               f"grouped {b['grouped']:.1f} s; mean width {_mean_width(grouped):.0f}"),
+        Result("bf16_vs_fp32", b["hand"] / b["bf16"],
+               f"fp32 {b['hand']:.1f} s, bf16 {b['bf16']:.1f} s; {_bf16_hardware()}"),
+        Result("bf16_acc_drop_points", 100 * (acc32 - acc16["bf16"]),
+               f"final acc fp32 {acc32:.3f}, bf16 {acc16['bf16']:.3f} (clsim, bf16 run {t16['bf16']:.0f} s)"),
     ]
+
+
+def _random_batches(scenario: Scenario, tokens) -> list:
+    """Batches as a shuffled loader draws them (for their mean padded width)."""
+    rng = np.random.default_rng(scenario.seed)
+    bs, out = scenario.train.batch_size, []
+    for split in tokens.train:
+        order = rng.permutation(len(split.ids))
+        out += [([split.ids[j] for j in order[k:k + bs]], None) for k in range(0, len(order), bs)]
+    return out
 
 
 def _bf16_hardware() -> str:
@@ -224,26 +272,25 @@ def _bf16_hardware() -> str:
     except OSError:
         flags = ""
     native = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return "CPU with " + " + ".join(native) if native else "CPU without native bf16 (no AMX / AVX512-BF16)"
+    return "CPU with " + " + ".join(native) if native else "CPU without native bf16 (no AMX, no AVX512-BF16)"
 
 
 def measure_head_cache(cfg: BenchConfig, tokens, say) -> Result:
+    """``finetune: head`` over the stream, training + evaluation, recomputing the frozen
+    backbone's features every epoch vs caching them; the two learners alternate per experience."""
     epochs = 2 if cfg.tiny else cfg.head_epochs
     sc = cfg.scenario(epochs=epochs, lr=1e-3)
     sc = sc.model_copy(update={"model": sc.model.model_copy(update={"finetune": "head"})})
-    say(f"timing head fine-tuning ({epochs} epochs), cached vs recomputed features")
-    accs = {}
-
-    def run(cache):
-        def go():
-            _, total, accs[cache] = stream_pass(sc, tokens, cache_features=cache)
-            return total
-        return go
-
-    t = best_of(cfg.repeats, {"recompute": run(False), "cached": run(True)})
-    same = "same final acc" if accs[True] == accs[False] else f"acc {accs[False]:.3f} vs {accs[True]:.3f}"
-    return Result("head_cached_vs_recompute", t["recompute"] / t["cached"],
-                  f"recompute {t['recompute']:.1f} s, cached {t['cached']:.1f} s ({epochs} epochs, "
+    best: dict[str, float] = {}
+    for r in range(cfg.repeats):
+        say(f"head fine-tuning ({epochs} epochs), cached vs recomputed features, pass {r + 1} of {cfg.repeats}")
+        t, acc = interleaved_passes({"recompute": lambda: _naive_learner(sc, tokens, cache_features=False),
+                                     "cached": lambda: _naive_learner(sc, tokens, cache_features=True)}, tokens)
+        best = {k: min(v, best.get(k, float("inf"))) for k, v in t.items()}
+    same = "same final acc" if acc["recompute"] == acc["cached"] else \
+        f"acc {acc['recompute']:.3f} vs {acc['cached']:.3f}"
+    return Result("head_cached_vs_recompute", best["recompute"] / best["cached"],
+                  f"recompute {best['recompute']:.1f} s, cached {best['cached']:.1f} s ({epochs} epochs, "
                   f"train + eval); {same}")
 
 
@@ -264,7 +311,7 @@ def measure_lora_bytes(cfg: BenchConfig, tokens) -> Result:
 
 
 def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
-    """FedAvg over ``cfg.clients`` simulated clients (Flower's simulation on Ray), all running at once.
+    """FedAvg over ``cfg.clients`` simulated clients (2 in tiny mode) in Flower's simulation on Ray, all at once.
 
     Per round, the train phase's wall time (messages out to the last reply in, as the server
     sees it) against the slowest client's own training time; the first round, which pays for
@@ -278,12 +325,13 @@ def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
     except ImportError as exc:
         return Result("flower_overhead", None, f"missing: the federated path is not available ({exc})")
     cpus = os.cpu_count() or 1
+    rpe, clients = (1, 2) if cfg.tiny else (2, cfg.clients)  # tiny: the plumbing only, fewer actors to start
     fedavg = {
-        "preset": "fedavg", "clients": cfg.clients, "rounds_per_experience": 2, "partition": {"kind": "iid"},
-        "client_resources": {"num_cpus": cpus / cfg.clients},  # every client at once: the round waits for the slowest
+        "preset": "fedavg", "clients": clients, "rounds_per_experience": rpe, "partition": {"kind": "iid"},
+        "client_resources": {"num_cpus": cpus / clients},  # every client at once: the round waits for the slowest
         "server_params": {"fraction_train": 1.0, "fraction_evaluate": 0.0}}
     sc = cfg.scenario().model_copy(update={"strategies": [StrategyRef.model_validate(fedavg)]})
-    say(f"Flower simulation: FedAvg, {cfg.clients} clients on {cpus} CPUs, {2 * len(tokens)} rounds")
+    say(f"Flower simulation: FedAvg, {clients} clients on {cpus} CPUs, {rpe * len(tokens)} rounds")
     with tempfile.TemporaryDirectory() as out:
         doc = run_simulation_job(resolve_job(sc, None), out, tokens)
     rounds = [r for r in doc.get("round_log", []) if r.get("train_wall_seconds")]
@@ -295,8 +343,12 @@ def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
     first = rounds[0]
     first_overhead = 1 - first["slowest_client_train_seconds"] / first["train_wall_seconds"]
     return Result("flower_overhead", (wall - slowest) / wall,
-                  f"rounds {steady[0]['round']}–{steady[-1]['round']}: wall {wall / len(steady):.1f} s, slowest client "
+                  f"{_span([r['round'] for r in steady])}: wall {wall / len(steady):.1f} s, slowest client "
                   f"{slowest / len(steady):.1f} s per round; round 1 (start-up) {first_overhead:.0%}")
+
+
+def _span(rounds: list[int]) -> str:
+    return f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}–{rounds[-1]}"
 
 
 # --------------------------------------------------------------------------- all

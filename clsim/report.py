@@ -295,7 +295,7 @@ def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
     """Final accuracy vs training seconds, and vs bytes communicated for federated runs."""
     fed = [e for e in entries if e.bytes_total is not None]
     fig = _figure(5.5 * (2 if fed else 1) + 2.0, 4.6)
-    axes = fig.subplots(1, 2 if fed else 1, squeeze=False)[0]
+    axes = fig.subplots(1, 2 if fed else 1, squeeze=False, sharey=True)[0]
     panels = [(axes[0], entries, lambda e: e.value("train_s"), "training time (s)")]
     if fed:
         panels.append((axes[1], fed, lambda e: e.bytes_total, "bytes communicated, up + down (federated)"))
