@@ -41,17 +41,21 @@ class _TokenDataset(Dataset):
         return self.split.ids[i], int(self.split.labels[i])
 
 
-def to_avalanche(split: TokenizedSplit, pad_id: int) -> TaskAwareClassificationDataset:
-    """An Avalanche classification dataset (targets + task labels) with dynamic padding."""
-    n = len(split.ids)
+def _classification_dataset(base: Dataset, labels, collate) -> TaskAwareClassificationDataset:
+    """``base`` items ``(x, y)`` as an Avalanche classification dataset (targets + task 0)."""
     return TaskAwareClassificationDataset(
-        [_TokenDataset(split)],
+        [base],
         data_attributes=[
-            DataAttribute([int(y) for y in split.labels], "targets"),
-            DataAttribute([0] * n, "targets_task_labels", use_in_getitem=True),
+            DataAttribute([int(y) for y in labels], "targets"),
+            DataAttribute([0] * len(labels), "targets_task_labels", use_in_getitem=True),
         ],
-        collate_fn=PadCollate(pad_id),
+        collate_fn=collate,
     )
+
+
+def to_avalanche(split: TokenizedSplit, pad_id: int) -> TaskAwareClassificationDataset:
+    """Token sequences with dynamic padding."""
+    return _classification_dataset(_TokenDataset(split), split.labels, PadCollate(pad_id))
 
 
 class _FeatureDataset(Dataset):
@@ -71,16 +75,8 @@ def stack_collate(batch):
 
 
 def features_to_avalanche(features: torch.Tensor, labels: np.ndarray) -> TaskAwareClassificationDataset:
-    """Cached pooled features as an Avalanche classification dataset (``head`` fine-tuning)."""
-    n = len(labels)
-    return TaskAwareClassificationDataset(
-        [_FeatureDataset(features, labels)],
-        data_attributes=[
-            DataAttribute([int(y) for y in labels], "targets"),
-            DataAttribute([0] * n, "targets_task_labels", use_in_getitem=True),
-        ],
-        collate_fn=stack_collate,
-    )
+    """Cached pooled features (``head`` fine-tuning)."""
+    return _classification_dataset(_FeatureDataset(features, labels), labels, stack_collate)
 
 
 def with_sample_ids(train: list[TaskAwareClassificationDataset]) -> list[TaskAwareClassificationDataset]:
