@@ -170,7 +170,6 @@ def test_replay_state_survives_rounds_in_context_state():
     from clsim.federated.client_app import client_tokens
     from clsim.federated.state import ClientState, load_strategy
     from clsim.learner import Learner
-    from clsim.strategies.plugins import ProbePlugin
 
     job = resolve_job(fed_scenario("fedavg_replay", rounds_per_experience=2), None)
     ctx = context(0)
@@ -182,7 +181,7 @@ def test_replay_state_survives_rounds_in_context_state():
     def restored():  # what the next round (a new process, in a real SuperNode) would start from
         state = ClientState.load(ctx.state)
         learner = Learner(job.scenario, job.spec, tokens)
-        load_strategy(learner.strategy, state.latest, (ProbePlugin,))
+        load_strategy(learner, state.latest)
         return state, learner.strategy
 
     for rnd in (1, 2):

@@ -92,7 +92,6 @@ def train(msg: Message, context: Context) -> Message:
     from clsim.federated.arrays import load_record, to_record
     from clsim.federated.proximal import ProximalPlugin
     from clsim.federated.state import ClientState, dump_strategy, load_strategy
-    from clsim.strategies.plugins import ProbePlugin
 
     job = _job(context)
     fed = job.fed
@@ -107,18 +106,17 @@ def train(msg: Message, context: Context) -> Message:
     learner = _learner(job, tokens)
     load_record(learner.model, msg.content["arrays"])
     mu = float(config.get("proximal-mu", 0.0))
-    skip = (ProbePlugin, ProximalPlugin)
     if mu > 0:
         learner.strategy.plugins.insert(1, ProximalPlugin(mu))  # after the probe: its task loss stays pure
 
     state = ClientState.load(context.state)
     base = state.start_round(experience)
     if base:
-        load_strategy(learner.strategy, base, skip)
+        load_strategy(learner, base)
     n = len(tokens.train[experience].labels)
     if n:
         learner.train_experience(experience)
-    state.finish_round(dump_strategy(learner.strategy, skip))
+    state.finish_round(dump_strategy(learner))
     state.save(context.state)
 
     probe = learner.probe

@@ -3,9 +3,8 @@
 A ClientApp is called afresh for every message, so what a CL strategy carries from one
 experience to the next — the replay buffer, EWC's importances and anchor weights, LwF's
 previous model, Avalanche's clock, Cumulative's union of data — is saved into
-``context.state`` after each round and restored before the next. The state lives in the
-strategy's plugins (and, for Cumulative, the template's ``dataset``); their attributes are
-pickled, so any preset works without clsim knowing its internals.
+``context.state`` after each round and restored before the next, as the same explicit
+state dicts a checkpoint holds (see :mod:`clsim.checkpoint`).
 
 Rounds and experiences differ: an experience may last several rounds. Every round restores
 ``base`` — the state from before the client's current experience — trains, and keeps the
@@ -16,45 +15,30 @@ importance per experience, however many rounds it took.
 from __future__ import annotations
 
 import io
-import pickle
 from dataclasses import dataclass
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
+from clsim import checkpoint
+
 KEY = "clsim.cl_state"
-TEMPLATE_STATE = ("dataset",)  # template attributes that are CL state (Cumulative's union)
 
 
-def _persisted(strategy, skip: tuple[type, ...]) -> list:
-    """The plugins whose attributes are CL state: all but the per-round ones in ``skip``."""
-    from avalanche.training.plugins import EvaluationPlugin
-
-    return [p for p in strategy.plugins if not isinstance(p, (EvaluationPlugin, *skip))]
-
-
-def dump_strategy(strategy, skip: tuple[type, ...] = ()) -> bytes:
-    """The strategy's CL state as bytes (plugin attributes by position, plus template state)."""
-    plugins = _persisted(strategy, skip)
-    data = {"plugins": [(type(p).__name__, vars(p)) for p in plugins],
-            "template": {a: getattr(strategy, a) for a in TEMPLATE_STATE if hasattr(strategy, a)}}
+def dump_strategy(learner) -> bytes:
+    """The learner's CL state as bytes: the same explicit state dicts as a checkpoint
+    (:func:`clsim.checkpoint.strategy_state`; buffers stored as sample ids)."""
     buf = io.BytesIO()
-    torch.save(data, buf, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    torch.save(checkpoint.strategy_state(learner.strategy, learner.encode), buf)
     return buf.getvalue()
 
 
-def load_strategy(strategy, blob: bytes, skip: tuple[type, ...] = ()) -> None:
-    """Restore what :func:`dump_strategy` saved into a freshly built strategy of the same preset."""
-    data = torch.load(io.BytesIO(blob), weights_only=False)
-    plugins = _persisted(strategy, skip)
-    names = [type(p).__name__ for p in plugins]
-    saved = [name for name, _ in data["plugins"]]
-    if names != saved:
-        raise ValueError(f"saved CL state is for plugins {saved}, this strategy has {names}")
-    for plugin, (_, attrs) in zip(plugins, data["plugins"]):
-        plugin.__dict__.update(attrs)
-    for attr, value in data["template"].items():
-        setattr(strategy, attr, value)
+def load_strategy(learner, blob: bytes) -> None:
+    """Restore :func:`dump_strategy`'s bytes into a freshly built learner of the same preset.
+    Costs are per round, so the probe starts empty."""
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    checkpoint.load_strategy_state(learner.strategy, state, learner.decode)
+    learner.probe.__init__(learner.probe.on_batch)
 
 
 @dataclass
