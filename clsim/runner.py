@@ -433,7 +433,7 @@ def execute(p: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: s
                     for event in events:
                         progress(*event)
         for spec in [s for s in todo if s.federated is not None]:
-            run_federated(p, spec, tokens, run_dir, device, ray_address, progress, results, errors)
+            run_federated(p, spec, tokens, run_dir, device, ray_address, progress, results, errors, resume)
             _write_summary(run_dir, p, results, errors)
     finally:
         for actor in [a for _, a in refs.values()] + [w[1] for w in waiting.values()]:
@@ -447,8 +447,9 @@ def execute(p: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: s
 
 
 def run_federated(p: Plan, spec: ResolvedStrategy, tokens, run_dir: Path, device: str, ray_address: str | None,
-                  progress: ProgressFn | None, results: dict, errors: dict) -> None:
-    """A federated strategy through Flower's ``run_simulation`` on this Ray (clsim.federated.launch).
+                  progress: ProgressFn | None, results: dict, errors: dict, resume: bool = False) -> None:
+    """A federated strategy through Flower's ``run_simulation`` on this Ray (clsim.federated.launch);
+    ``resume`` continues from its last finished experience (clsim.federated.resume).
 
     It runs in the driver after the strategy actors, because Flower shuts Ray down when a
     simulation ends; the next one re-initialises it (joining ``ray_address`` when given)."""
@@ -458,8 +459,7 @@ def run_federated(p: Plan, spec: ResolvedStrategy, tokens, run_dir: Path, device
 
     try:
         results[spec.name] = run_simulation_job(Job(p.scenario, spec.name, spec.federated, [spec]), run_dir, tokens,
-                                                device, progress,
-                                                ray_address=ray_address)
+                                                device, progress, ray_address=ray_address, resume=resume)
     except (FederationError, RuntimeError) as exc:  # a failed federation is reported; the others are kept
         errors[spec.name] = _one_line(exc.__cause__ or exc)
     if progress:

@@ -38,11 +38,12 @@ def server_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
-def fed_scenario(preset: str = "fedavg", model: dict | None = None, **fed) -> Scenario:
-    """Two synthetic experiences on the tiny model, one federated strategy with overrides ``fed``."""
+def fed_scenario(preset: str = "fedavg", model: dict | None = None, more: tuple = (), **fed) -> Scenario:
+    """Two synthetic experiences (and ``more``) on the tiny model, one federated strategy with overrides ``fed``."""
     return Scenario.model_validate({
         "name": "fed_unit", "seed": 0,
-        "stream": {"source": "synthetic", "experiences": ["food", {"domain": "tech", "label_prior": [0.6, 0.2, 0.2]}],
+        "stream": {"source": "synthetic",
+                   "experiences": ["food", {"domain": "tech", "label_prior": [0.6, 0.2, 0.2]}, *more],
                    "train_per_experience": 48, "test_per_experience": 24},
         "model": {"pretrained": "tiny", "finetune": "full", "max_length": 32, **(model or {})},
         "train": {"epochs": 1, "batch_size": 16, "lr": 1.0e-3},
@@ -420,3 +421,83 @@ def test_flower_certs_command_makes_a_ca_and_a_localhost_certificate(tmp_path):
     assert "localhost" in san.get_values_for_type(x509.DNSName)
     assert "127.0.0.1" in [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
     assert (tmp_path / "certs" / "server.key").stat().st_mode & 0o077 == 0, "private key readable by owner only"
+
+
+# ----------------------------------------------------------------------------- resume
+class Crash(Exception):
+    """Stands in for the server process dying at a chosen point."""
+
+
+def _without_timings(doc: dict) -> dict:
+    d = json.loads(json.dumps(doc, default=str))
+    for k in ("train_seconds", "eval_seconds", "wall_seconds"):
+        d["costs"].pop(k)
+    for entry in d["round_log"]:
+        for k in ("train_seconds", "train_wall_seconds", "slowest_client_train_seconds"):
+            entry.pop(k)
+    d.pop("resumes")
+    return d
+
+
+@pytest.mark.parametrize("preset, fed, crash", [
+    # killed after experience 0 was checkpointed; clients' local CL state is a replay buffer
+    ("fedavg_replay", {}, ("done_exp", 0, 1)),
+    # killed mid-experience 1 (clients' files are a round ahead of the server), a stateful server
+    # optimiser (FedAvgM's momentum), EWC importances on clients, clients out of step
+    ("fedavg_ewc", {"server": "FedAvgM", "server_params": {"server_momentum": 0.9}, "rounds_per_experience": 2,
+                    "client_lag": [0, 1]}, ("train", 1, 1)),
+])
+def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, tmp_path):
+    """The model of Avalanche's checkpointing test, for a federation: run, run killed, resume, compare."""
+    from dataclasses import replace
+
+    from clsim.federated.server_app import serve
+
+    sc = fed_scenario(preset, more=("travel",), **fed)
+
+    def run(out, resume=False, progress=None):
+        job = replace(resolve_job(sc, None), state_dir=str(out / preset / "clients"))
+        return serve(LoopbackGrid([1, 0], 2), job, out, resume=resume, progress=progress)  # fresh clients
+
+    def crash_at(run_name, phase, i, done, total):
+        if (phase, i, done) == crash:
+            raise Crash(f"{phase} {i}")
+
+    reference = run(tmp_path / "a")
+    with pytest.raises(Crash):
+        run(tmp_path / "b", progress=crash_at)
+    partial = json.loads((tmp_path / "b" / preset / "metrics.json").read_text())
+    assert not partial["complete"] and len(partial["accuracy_matrix"]) == crash[1] + (crash[0] == "done_exp")
+    assert sorted(p.name for p in (tmp_path / "b" / preset / "clients").iterdir()) == ["client_0.pt", "client_1.pt"]
+    resumed = run(tmp_path / "b", resume=True)
+
+    assert resumed["complete"] and len(resumed["accuracy_matrix"]) == 3
+    assert resumed["resumes"] == [{"reason": "resume", "from_experience": 1}]
+    assert [r["round"] for r in resumed["round_log"]] == list(range(1, 3 * fed.get("rounds_per_experience", 1) + 1))
+    assert _without_timings(resumed) == _without_timings(reference)
+    # resuming a finished run changes nothing
+    assert _without_timings(run(tmp_path / "b", resume=True)) == _without_timings(reference)
+
+
+def test_federated_resume_would_show_lost_client_state(tmp_path):
+    """The comparison above can fail: clients that lose their replay buffers end elsewhere."""
+    import shutil
+    from dataclasses import replace
+
+    from clsim.federated.server_app import serve
+
+    sc = fed_scenario("fedavg_replay", more=("travel",))
+
+    def run(out, resume=False, progress=None):
+        job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "clients"))
+        return serve(LoopbackGrid([0, 1], 2), job, out, resume=resume, progress=progress)
+
+    def crash_at(run_name, phase, i, done, total):
+        if (phase, i) == ("done_exp", 1):
+            raise Crash
+
+    reference = run(tmp_path / "a")
+    with pytest.raises(Crash):
+        run(tmp_path / "b", progress=crash_at)
+    shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "clients")
+    assert _without_timings(run(tmp_path / "b", resume=True)) != _without_timings(reference)

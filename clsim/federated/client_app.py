@@ -91,7 +91,7 @@ def _learner(job: Job, tokens):
 def train(msg: Message, context: Context) -> Message:
     from clsim.federated.arrays import load_record, to_record
     from clsim.federated.proximal import ProximalPlugin
-    from clsim.federated.state import ClientState, dump_strategy, load_strategy
+    from clsim.federated.state import KEY, ClientState, client_file, dump_strategy, load_strategy
 
     job = _job(context)
     fed = job.fed
@@ -109,7 +109,8 @@ def train(msg: Message, context: Context) -> Message:
     if mu > 0:
         learner.strategy.plugins.insert(1, ProximalPlugin(mu))  # after the probe: its task loss stays pure
 
-    state = ClientState.load(context.state)
+    file = client_file(job.state_dir, client) if job.state_dir else None
+    state = ClientState.read(file) if file and KEY not in context.state else ClientState.load(context.state)
     base = state.start_round(experience)
     if base:
         load_strategy(learner, base)
@@ -118,6 +119,8 @@ def train(msg: Message, context: Context) -> Message:
         learner.train_experience(experience)
     state.finish_round(dump_strategy(learner))
     state.save(context.state)
+    if file:
+        state.write(file)
 
     probe = learner.probe
     metrics = MetricRecord({

@@ -10,7 +10,11 @@
   short of nodes instead of letting the strategy wait forever.
 - ``send_and_receive`` counts the bytes of every record sent and received per round, and keeps
   each client's reply metrics and every error reply (a client that raised), so the round
-  still aggregates the rest and the failure is counted and logged.
+  still aggregates the rest and the failure is counted and logged. Replies go back to the
+  strategy in partition order, so aggregation sums in the same order in every run.
+- ``round_offset`` (a resumed run): Flower's ``Strategy.start`` counts rounds from 1, so the
+  Fleet adds the rounds already done to every message's ``server-round``; clients and the
+  round log see the federation's real round.
 """
 from __future__ import annotations
 
@@ -52,8 +56,9 @@ def _server_round(messages: list[Message]) -> int:
 
 
 class Fleet(Grid):
-    def __init__(self, grid: Grid, clients: int, node_timeout: float, poll: float = 0.5):
+    def __init__(self, grid: Grid, clients: int, node_timeout: float, poll: float = 0.5, round_offset: int = 0):
         self.grid, self.clients, self.node_timeout, self.poll = grid, clients, node_timeout, poll
+        self.round_offset = round_offset
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.info: dict[int, dict] = {}  # partition id -> what the client reported when joining
         self.rounds: dict[int, RoundTraffic] = {}
@@ -130,6 +135,12 @@ class Fleet(Grid):
         messages = list(messages)
         if not messages:
             return []
+        if self.round_offset:
+            # each record once: the strategy may share one ConfigRecord between its messages
+            records = {id(rec): rec for m in messages for rec in m.content.config_records.values()
+                       if "server-round" in rec}
+            for rec in records.values():
+                rec["server-round"] = int(rec["server-round"]) + self.round_offset
         rnd = _server_round(messages)
         t = self.rounds.setdefault(rnd, RoundTraffic(rnd))
         kind = messages[0].metadata.message_type
@@ -147,6 +158,7 @@ class Fleet(Grid):
             t.bytes_up += record_bytes(r.content)
             metrics = next(iter(r.content.metric_records.values()), None)
             got[pid] = dict(metrics) if metrics is not None else {}
+        replies.sort(key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))
         answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in replies}
         for pid in sorted(set(t.sent[kind]) - answered):
             t.failures.append({"client": pid, "type": kind, "reason": f"no reply within {timeout} s"})

@@ -27,6 +27,7 @@ class Job:
     name: str  # the strategy's run name in the scenario
     fed: FederatedConfig
     _spec: list = field(default_factory=list, repr=False)  # the ResolvedStrategy, once resolved
+    state_dir: str = ""  # where clients also keep their CL state on disk (resumable runs); "" = nowhere
 
     @property
     def spec(self):
@@ -37,11 +38,12 @@ class Job:
 
     def to_record(self) -> ConfigRecord:
         return ConfigRecord({"scenario": json.dumps(scenario_to_dict(self.scenario)), "strategy": self.name,
-                             "federated": self.fed.model_dump_json()})
+                             "federated": self.fed.model_dump_json(), "state-dir": self.state_dir})
 
     @staticmethod
     def from_record(record: ConfigRecord) -> "Job":
-        return _job_from_json(str(record["scenario"]), str(record["strategy"]), str(record["federated"]))
+        return _job_from_json(str(record["scenario"]), str(record["strategy"]), str(record["federated"]),
+                              str(record.get("state-dir", "")))
 
 
 def resolve_job(scenario: Scenario, strategy: str | None, file: str | Path | None = None) -> Job:
@@ -60,9 +62,9 @@ def resolve_job(scenario: Scenario, strategy: str | None, file: str | Path | Non
 
 
 @lru_cache(maxsize=8)
-def _job_from_json(scenario_json: str, strategy: str, federated_json: str) -> Job:
+def _job_from_json(scenario_json: str, strategy: str, federated_json: str, state_dir: str) -> Job:
     return Job(Scenario.model_validate(json.loads(scenario_json)), strategy,
-               FederatedConfig.model_validate_json(federated_json))
+               FederatedConfig.model_validate_json(federated_json), state_dir=state_dir)
 
 
 def load_job(scenario_file: str | Path, strategy: str | None = None, search: tuple[Path, ...] = ()) -> Job:

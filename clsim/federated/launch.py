@@ -29,10 +29,14 @@ from clsim.federated.job import Job
 
 
 def run_simulation_job(job: Job, run_dir: str | Path, tokens=None, device: str = "cpu", progress=None,
-                       ray_address: str | None = None, verbose: bool = False) -> dict:
+                       ray_address: str | None = None, verbose: bool = False, resume: bool = False) -> dict:
     """Simulate ``job`` with Flower's simulation engine; return the metrics document.
 
-    If Ray is not initialised, Flower initialises it (joining ``ray_address`` when given)."""
+    Resumable: the server checkpoints after every experience and clients keep their CL state in
+    ``<run_dir>/<strategy>/clients/``; ``resume`` continues from there. If Ray is not
+    initialised, Flower initialises it (joining ``ray_address`` when given)."""
+    from dataclasses import replace
+
     from flwr.simulation import run_simulation
 
     from clsim.federated.client_app import app as client_app
@@ -44,7 +48,8 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens=None, device: str =
                "init_args": {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                              "configure_logging": False, **({"address": ray_address} if ray_address else {})}}
     result: dict = {}
-    server = server_app_for(job, run_dir, tokens, device, progress, result)
+    job = replace(job, state_dir=str(Path(run_dir).resolve() / job.name / "clients"))
+    server = server_app_for(job, run_dir, tokens, device, progress, result, resume)
     with quiet_flower(None if verbose else logging.WARNING):  # failures (WARNING) still show
         run_simulation(server_app=server, client_app=client_app, num_supernodes=fed.clients,
                        backend_config=backend)

@@ -25,19 +25,36 @@ def _nan_to_none(row):
 
 
 class Recorder:
-    def __init__(self, job, names: list[str], run_dir: str | Path, trainable_params: int):
+    """``state`` (a resumed run): what :meth:`state_dict` saved; TensorBoard then hides whatever
+    the interrupted attempt logged after that point (with no state, everything it logged)."""
+
+    STATE = ("z", "R", "rounds", "client_rows", "eval_seconds", "resumes")
+
+    def __init__(self, job, names: list[str], run_dir: str | Path, trainable_params: int, state: dict | None = None):
         self.job, self.names = job, list(names)
         self.out = Path(run_dir) / job.name
-        # a federated run restarts from scratch: hide whatever an interrupted earlier attempt logged
-        self.tb = TensorBoardSink(self.out, purge_step=0 if self.out.is_dir() else None)
+        purge = len(state["R"]) if state else 0  # TensorBoard steps: experiences, and rounds for federated/*
+        self.tb = TensorBoardSink(self.out, purge_step=purge if self.out.is_dir() else None)
         self.trainable_params = trainable_params
         self.z: list[float] = []
         self.R: list[list[float]] = []
         self.rounds: list[dict] = []  # one entry per server round
         self.client_rows: dict[int, list[list[float] | None]] = {c: [] for c in range(job.fed.clients)}
         self.eval_seconds = 0.0
+        self.resumes: list[dict] = []
         self.t0 = time.perf_counter()
         self.doc: dict = {}
+        if state:
+            for key in self.STATE:
+                setattr(self, key, state[key])
+            self.t0 -= state["wall_seconds"]
+            for entry in self.rounds:  # round scalars at steps the purge hid: log them again
+                if entry["round"] >= purge:
+                    self._log_round(entry)
+
+    def state_dict(self) -> dict:
+        """Results so far, as plain containers (a federated checkpoint)."""
+        return {**{key: getattr(self, key) for key in self.STATE}, "wall_seconds": time.perf_counter() - self.t0}
 
     def zero_shot(self, z: list[float], seconds: float) -> None:
         self.z = list(z)
@@ -58,13 +75,16 @@ class Recorder:
                                                            default=0.0)),
                  "samples": int(sum(m.get("samples", 0) for m in trained.values())),
                  "client_experience": {str(c): int(m.get("experience", -1)) for c, m in trained.items()}}
-        self.rounds.append(entry)
-        for tag, v in (("bytes_down", t.bytes_down), ("bytes_up", t.bytes_up), ("failures", len(t.failures)),
-                       ("clients_trained", len(trained))):
-            self.tb.log_scalar(f"federated/{tag}", v, rnd)
         losses = [m["train-loss"] for m in trained.values() if "train-loss" in m]
-        if losses:
-            self.tb.log_scalar("federated/train_loss", float(np.mean(losses)), rnd)
+        entry["train_loss"] = float(np.mean(losses)) if losses else None
+        self.rounds.append(entry)
+        self._log_round(entry)
+
+    def _log_round(self, e: dict) -> None:
+        for tag in ("bytes_down", "bytes_up", "train_loss"):
+            self.tb.log_scalar(f"federated/{tag}", e[tag], e["round"])
+        self.tb.log_scalar("federated/failures", len(e["failures"]), e["round"])
+        self.tb.log_scalar("federated/clients_trained", len(e["clients_trained"]), e["round"])
 
     def experience_done(self, k: int, row: list[float], seconds: float, t: RoundTraffic | None) -> dict:
         """The global row R[k] and every client's local row after the last round of experience k."""
@@ -107,13 +127,14 @@ class Recorder:
                  "bytes_up": [r["bytes_up"] for r in self.rounds],
                  "bytes_down": [r["bytes_down"] for r in self.rounds],
                  "failures": int(sum(len(r["failures"]) for r in self.rounds)),
-                 "round_log": self.rounds, "clients": self._clients()}
+                 "round_log": self.rounds, "clients": self._clients(), "resumes": self.resumes}
         return strategy_metrics(spec.name, self.names, self.z, self.R, costs, self.hparams(), extra)
 
     def hparams(self) -> dict:
         sc = self.job.scenario
-        return {**self.job.spec.hparams(), "finetune": sc.model.finetune, "lr": sc.train.lr,
-                "epochs": sc.train.epochs, "batch_size": sc.train.batch_size, "seed": sc.seed}
+        return {"strategy": self.job.name, **self.job.spec.hparams(), "finetune": sc.model.finetune,
+                "lr": sc.train.lr, "epochs": sc.train.epochs, "batch_size": sc.train.batch_size,
+                "precision": sc.train.precision, "seed": sc.seed}
 
     def finish(self, fleet: Fleet | None = None) -> dict:
         """Close the TensorBoard log (matrix heatmap, hparams) and return the metrics document."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from flwr.app import ConfigRecord, Context, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from clsim.federated.job import Job
@@ -29,30 +29,60 @@ APP_ROOT = Path(__file__).resolve().parents[2]  # the project (or installed Flow
 
 
 def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = "cpu",
-          progress: ProgressFn | None = None) -> dict:
-    """Run the federated strategy of ``job`` on ``grid``; return its metrics document."""
+          progress: ProgressFn | None = None, resume: bool = False) -> dict:
+    """Run the federated strategy of ``job`` on ``grid``; return its metrics document.
+
+    After every experience but the last the server checkpoints (clsim.federated.resume);
+    ``resume`` continues from that checkpoint when there is one, else starts over."""
+    import json
+
+    from clsim import checkpoint
+    from clsim.config import scenario_to_dict
     from clsim.data import build_stream
     from clsim.data.stream import derive_seed
     from clsim.evaluation import evaluate_row
     from clsim.federated.arrays import load_record, to_record
     from clsim.federated.fleet import Fleet
     from clsim.federated.recorder import Recorder
+    from clsim.federated.resume import load_server_strategy_state, server_strategy_state
     from clsim.federated.spec import build_server_strategy
     from clsim.models import build_model, tokenize_stream, trainable_parameters
+    from clsim.sinks import write_strategy_results
 
     sc, fed = job.scenario, job.fed
     if tokens is None:
         tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
     T, rpe = len(tokens.names), fed.rounds_per_experience
+    out = Path(run_dir) / job.name
+    fingerprint = checkpoint.fingerprint(scenario_to_dict(sc), job.spec.hparams(), tokens)
+    saved = checkpoint.load(out, fingerprint) if resume else None
+    if saved and saved.get("finished"):  # nothing left to do
+        doc = json.loads(saved["document"])
+        write_strategy_results(out, doc)
+        return doc
+    if job.state_dir and not saved:  # starting over: no client may pick up an earlier attempt's state
+        for f in Path(job.state_dir).glob("client_*.pt"):
+            f.unlink()
+    done = saved["round"] if saved else 0  # rounds finished before this attempt
     model = build_model(sc.model, len(tokens.label_names), sc.seed).to(device)
-    rec = Recorder(job, tokens.names, run_dir, trainable_parameters(model))
-    fleet = Fleet(grid, fed.clients, fed.node_timeout)
+    rec = Recorder(job, tokens.names, run_dir, trainable_parameters(model), saved["recorder"] if saved else None)
+    if resume:
+        rec.resumes.append({"reason": "resume", "from_experience": len(rec.R)})
+    fleet = Fleet(grid, fed.clients, fed.node_timeout, round_offset=done)
+    strategy = build_server_strategy(fed)
+    initial = to_record(model)
+    if saved:
+        initial = ArrayRecord(saved["arrays"])
+        load_server_strategy_state(strategy, saved["server"])
 
     def report(phase: str, i: int, done: int, total: int) -> None:
         if progress:
             progress(job.name, phase, i, done, total)
 
-    def evaluate_fn(rnd: int, arrays) -> MetricRecord | None:
+    def evaluate_fn(rnd: int, arrays: ArrayRecord) -> MetricRecord | None:
+        if rnd == 0 and saved:  # the zero-shot row is in the checkpoint
+            return None
+        rnd += done
         if rnd > 0:
             rec.round_done(rnd, (rnd - 1) // rpe, fleet.rounds.get(rnd))
             report("train", (rnd - 1) // rpe, (rnd - 1) % rpe + 1, rpe)
@@ -67,29 +97,40 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
         else:
             k = rnd // rpe - 1
             rec.experience_done(k, row, seconds, fleet.rounds.get(rnd))
+            if k < T - 1:  # after the last one the finished document is saved instead
+                rec.tb.flush()
+                checkpoint.save(out, {"fingerprint": fingerprint, "strategy": job.name, "round": rnd,
+                                      "arrays": dict(arrays.to_torch_state_dict()), "recorder": rec.state_dict(),
+                                      "server": server_strategy_state(strategy), "random": random.getstate()})
             report("done_exp", k, k + 1, T)
         return MetricRecord({"accuracy": [float(v) for v in row]})
 
     try:
         report("eval", -1, 0, 1)
         fleet.discover(job.to_record())
-        strategy = build_server_strategy(fed)
-        random.seed(derive_seed(sc.seed, 0xF1))  # Flower's node sampling draws from `random`
-        strategy.start(grid=fleet, initial_arrays=to_record(model), num_rounds=T * rpe, timeout=fed.round_timeout,
+        if saved:
+            version, internal, gauss = saved["random"]
+            random.setstate((version, tuple(internal), gauss))
+        else:
+            random.seed(derive_seed(sc.seed, 0xF1))  # Flower's node sampling draws from `random`
+        strategy.start(grid=fleet, initial_arrays=initial, num_rounds=T * rpe - done, timeout=fed.round_timeout,
                        train_config=ConfigRecord(), evaluate_config=ConfigRecord(), evaluate_fn=evaluate_fn)
-        return rec.finish(fleet)
+        doc = rec.finish(fleet)
+        checkpoint.save(out, {"fingerprint": fingerprint, "strategy": job.name, "finished": True,
+                              "document": json.dumps(doc, default=str)})
+        return doc
     finally:
         rec.close()
 
 
 def server_app_for(job: Job, run_dir: str | Path, tokens=None, device: str = "cpu",
-                   progress: ProgressFn | None = None, result: dict | None = None) -> ServerApp:
+                   progress: ProgressFn | None = None, result: dict | None = None, resume: bool = False) -> ServerApp:
     """A ServerApp running ``job`` (for ``run_simulation``); its document lands in ``result["doc"]``."""
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        doc = serve(grid, job, run_dir, tokens, device, progress)
+        doc = serve(grid, job, run_dir, tokens, device, progress, resume)
         if result is not None:
             result["doc"] = doc
 

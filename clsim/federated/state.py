@@ -11,11 +11,18 @@ Rounds and experiences differ: an experience may last several rounds. Every roun
 result as ``latest``; when the client moves on to its next experience, ``latest`` becomes
 the new ``base``. So the replay buffer gains each experience once, and EWC computes one
 importance per experience, however many rounds it took.
+
+In a resumable run (``Job.state_dir`` set, as ``clsim run`` does) each client also writes its
+state to ``<state_dir>/client_<i>.pt`` after every round, atomically; a client whose
+``context.state`` is empty (a resumed federation) starts from that file. Restoring ``base``
+every round makes this safe when the file is up to one experience ahead of the server's
+checkpoint: the re-done rounds start from the same state as the first time.
 """
 from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, RecordDict
@@ -72,3 +79,26 @@ class ClientState:
             return cls()
         rec = state[KEY]
         return cls(int(rec["experience"]), int(rec["rounds"]), bytes(rec["base"]), bytes(rec["latest"]))
+
+    def write(self, path: Path) -> None:
+        """Atomically to ``path`` (weights_only-loadable: the blobs as uint8 tensors)."""
+        from clsim.sinks import atomic_write_bytes
+
+        blob = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)  # noqa: E731
+        buf = io.BytesIO()
+        torch.save({"experience": self.experience, "rounds": self.rounds, "base": blob(self.base),
+                    "latest": blob(self.latest)}, buf)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def read(cls, path: Path) -> "ClientState":
+        """What :meth:`write` left at ``path``; a fresh state if there is no file."""
+        if not Path(path).is_file():
+            return cls()
+        d = torch.load(path, weights_only=True)
+        return cls(int(d["experience"]), int(d["rounds"]), d["base"].numpy().tobytes(), d["latest"].numpy().tobytes())
+
+
+def client_file(state_dir: str | Path, client: int) -> Path:
+    return Path(state_dir) / f"client_{client}.pt"
