@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SCENARIO ?= scenarios/drift_sentiment.yaml
 
-.PHONY: run test bench report clean
+.PHONY: run test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)

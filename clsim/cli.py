@@ -137,6 +137,20 @@ def _summary_table(docs: list[dict]) -> Table:
     return table
 
 
+def _exit(code: int) -> None:
+    """Exit with ``code``. A federated simulation interrupted mid-round leaves Flower's ServerApp
+    thread running (it is not a daemon); everything is saved by now, so do not wait for it."""
+    import os
+    import threading
+
+    others = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+    if others:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
 @app.command()
 @friendly_errors
 def run(
@@ -185,10 +199,13 @@ def run(
                       console=console, transient=False) as progress:
             docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
                            resume=resume is not None, max_restarts=max_restarts)
-    except KeyboardInterrupt:
-        err_console.print(f"interrupted: finished experiences are checkpointed; continue with "
-                          f"`clsim run --resume {run_dir}`", highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner._on_sigterm)
+        from clsim.runner import TERMINATED
+
+        err_console.print(f"{'terminated' if TERMINATED else 'interrupted'}: finished experiences "
+                          f"are checkpointed; continue with `clsim run --resume {run_dir}`",
+                          highlight=False, soft_wrap=True)
+        _exit(143 if TERMINATED else 130)
     console.print(_summary_table(docs))
     console.print(f"wall time {elapsed(t0)}")
     console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json")

@@ -319,6 +319,38 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+TERMINATED: list[int] = []  # signals that stopped this run (Ray re-raises them as plain KeyboardInterrupt)
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (``kill``, a batch system's time limit) stops a run as Ctrl-C does — actors killed,
+    summary.md naming what is incomplete — instead of ending the driver wherever it lands."""
+    TERMINATED.append(signum)
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def start_ray(ray_address: str | None) -> None:
+    """Start (or join) Ray for this run; then route SIGTERM through :func:`_on_sigterm` (``ray.init``
+    installs handlers that would end the driver without its clean-up)."""
+    import signal
+    import threading
+
+    import ray
+
+    from clsim.config import ConfigError
+
+    if ray_address:
+        try:
+            ray.init(address=ray_address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise ConfigError(None, "--ray-address", f"cannot join Ray at {ray_address!r}: {_one_line(exc)}") from None
+    else:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=False)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def execute(p: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: str | None = None,
             progress: ProgressFn | None = None, resume: bool = False, max_restarts: int = 2) -> list[dict]:
     """Run every planned strategy as a Ray actor; return their metrics documents in plan order.
@@ -346,14 +378,7 @@ def execute(p: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: s
     waiting: dict[str, list] = {}  # runs whose actor Ray is restarting: name -> [spec, actor, why, probe, deadline]
     started_here = bool(todo) and not ray.is_initialized()
     if started_here:
-        if ray_address:
-            try:
-                ray.init(address=ray_address, log_to_driver=False)
-            except (ConnectionError, ValueError, RuntimeError) as exc:
-                raise ConfigError(None, "--ray-address", f"cannot join Ray at {ray_address!r}: {_one_line(exc)}") from None
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR", configure_logging=False)
+        start_ray(ray_address)
     try:
         res = p.scenario.resources
         use_gpu = device == "cuda"
@@ -433,6 +458,8 @@ def execute(p: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: s
                     for event in events:
                         progress(*event)
         for spec in [s for s in todo if s.federated is not None]:
+            if started_here and not ray.is_initialized():  # Flower shut down the previous simulation's Ray
+                start_ray(ray_address)
             run_federated(p, spec, tokens, run_dir, device, ray_address, progress, results, errors, resume)
             _write_summary(run_dir, p, results, errors)
     finally:

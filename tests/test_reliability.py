@@ -458,3 +458,36 @@ def test_cli_run_killed_then_resumed(tmp_path, setup, reference, ray_local):
     again = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--device", "cpu"])
     assert again.exit_code == 0, again.output  # nothing left to do: finished strategies are kept
     assert json.loads((run_dir / "replay" / "metrics.json").read_text()) == doc
+
+
+@pytest.mark.slow  # a second Python + Ray start-up
+def test_cli_run_terminated_stops_cleanly(tmp_path):
+    """SIGTERM (kill, a batch system's limit) stops `clsim run` as Ctrl-C does: exit 143, the resume
+    command printed, summary.md naming the unfinished strategy, and no Ray process left behind."""
+    import psutil
+
+    file = tmp_path / "unit.yaml"
+    file.write_text(yaml.safe_dump(scenario_dict(strategies=["replay"])))
+    run_dir = tmp_path / "out" / "unit" / "r1"
+    proc = subprocess.Popen([sys.executable, "-m", "clsim.cli", "run", str(file), "--output", str(tmp_path / "out"),
+                             "--run-id", "r1", "--device", "cpu"], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    children = []
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "replay" / "checkpoint.pt").exists():
+            assert proc.poll() is None, "clsim run ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint within the time limit"
+            time.sleep(0.05)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == 143, err[-2000:]
+    assert f"continue with `clsim run --resume {run_dir}`" in " ".join(err.split())
+    assert "Incomplete strategies (partial or missing results): replay" in (run_dir / "summary.md").read_text()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"left running: {[p.name() for p in alive]}"
