@@ -1,11 +1,12 @@
 """The server's half of a resumable federated run: what it checkpoints after each experience.
 
-After the last round of every experience but the last, the ServerApp saves
-``<run>/<strategy>/checkpoint.pt`` through :mod:`clsim.checkpoint` (atomic, weights_only):
+After every round but the last, the ServerApp saves ``<run>/<strategy>/checkpoint.pt``
+through :mod:`clsim.checkpoint` (atomic, weights_only):
 the global arrays, the round reached, the Recorder's results so far, Python's ``random``
 state (Flower samples clients with it) and the Flower strategy's own state. Clients keep
 theirs next to it (:mod:`clsim.federated.state`). ``clsim run --resume`` restarts the
-federation at the next round; the finished run has the same metrics as an uninterrupted one.
+federation at the next round — mid-experience too, as clients restore their state from before
+the experience every round — and the finished run has the same metrics as an uninterrupted one.
 
 Flower strategies keep their state as attributes: FedAvgM's momentum and current arrays,
 FedOpt's (FedAdam, FedYogi, FedAdagrad) ``m_t``/``v_t``. Every attribute holding arrays is

@@ -32,8 +32,8 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
           progress: ProgressFn | None = None, resume: bool = False) -> dict:
     """Run the federated strategy of ``job`` on ``grid``; return its metrics document.
 
-    After every experience but the last the server checkpoints (clsim.federated.resume);
-    ``resume`` continues from that checkpoint when there is one, else starts over."""
+    After every round but the last the server checkpoints (clsim.federated.resume); ``resume``
+    continues from that checkpoint when there is one, else starts over."""
     import json
 
     from clsim import checkpoint
@@ -67,7 +67,7 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
     model = build_model(sc.model, len(tokens.label_names), sc.seed).to(device)
     rec = Recorder(job, tokens.names, run_dir, trainable_parameters(model), saved["recorder"] if saved else None)
     if resume:
-        rec.resumes.append({"reason": "resume", "from_experience": len(rec.R)})
+        rec.resumes.append({"reason": "resume", "from_experience": len(rec.R), "from_round": done + 1})
     fleet = Fleet(grid, fed.clients, fed.node_timeout, round_offset=done)
     strategy = build_server_strategy(fed)
     initial = to_record(model)
@@ -86,24 +86,27 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
         if rnd > 0:
             rec.round_done(rnd, (rnd - 1) // rpe, fleet.rounds.get(rnd))
             report("train", (rnd - 1) // rpe, (rnd - 1) % rpe + 1, rpe)
-        if rnd % rpe:  # not the last round of an experience: nothing to evaluate
-            return None
-        load_record(model, arrays)
-        t0 = time.perf_counter()
-        row = evaluate_row(model, tokens.test, sc.train.eval_batch_size, device, tokens.pad_id, sc.train.precision)
-        seconds = time.perf_counter() - t0
-        if rnd == 0:
-            rec.zero_shot(row, seconds)
-        else:
+        result = None
+        if rnd % rpe == 0:  # the last round of an experience (or before the first): evaluate
+            load_record(model, arrays)
+            t0 = time.perf_counter()
+            row = evaluate_row(model, tokens.test, sc.train.eval_batch_size, device, tokens.pad_id,
+                               sc.train.precision)
+            seconds = time.perf_counter() - t0
+            if rnd == 0:
+                rec.zero_shot(row, seconds)
+            else:
+                rec.experience_done(rnd // rpe - 1, row, seconds, fleet.rounds.get(rnd))
+            result = MetricRecord({"accuracy": [float(v) for v in row]})
+        if 0 < rnd < T * rpe:  # after the last round the finished document is saved instead
+            rec.tb.flush()
+            checkpoint.save(out, {"fingerprint": fingerprint, "strategy": job.name, "round": rnd,
+                                  "arrays": dict(arrays.to_torch_state_dict()), "recorder": rec.state_dict(),
+                                  "server": server_strategy_state(strategy), "random": random.getstate()})
+        if rnd > 0 and result is not None:
             k = rnd // rpe - 1
-            rec.experience_done(k, row, seconds, fleet.rounds.get(rnd))
-            if k < T - 1:  # after the last one the finished document is saved instead
-                rec.tb.flush()
-                checkpoint.save(out, {"fingerprint": fingerprint, "strategy": job.name, "round": rnd,
-                                      "arrays": dict(arrays.to_torch_state_dict()), "recorder": rec.state_dict(),
-                                      "server": server_strategy_state(strategy), "random": random.getstate()})
             report("done_exp", k, k + 1, T)
-        return MetricRecord({"accuracy": [float(v) for v in row]})
+        return result
 
     try:
         report("eval", -1, 0, 1)

@@ -15,8 +15,8 @@ importance per experience, however many rounds it took.
 In a resumable run (``Job.state_dir`` set, as ``clsim run`` does) each client also writes its
 state to ``<state_dir>/client_<i>.pt`` after every round, atomically; a client whose
 ``context.state`` is empty (a resumed federation) starts from that file. Restoring ``base``
-every round makes this safe when the file is up to one experience ahead of the server's
-checkpoint: the re-done rounds start from the same state as the first time.
+every round makes this safe when the file is a round ahead of the server's checkpoint: the
+re-done round starts from the same state as the first time.
 """
 from __future__ import annotations
 
