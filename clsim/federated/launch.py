@@ -32,7 +32,7 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens=None, device: str =
                        ray_address: str | None = None, verbose: bool = False, resume: bool = False) -> dict:
     """Simulate ``job`` with Flower's simulation engine; return the metrics document.
 
-    Resumable: the server checkpoints after every experience and clients keep their CL state in
+    Resumable: the server checkpoints after every round and clients keep their CL state in
     ``<run_dir>/<strategy>/clients/``; ``resume`` continues from there. If Ray is not
     initialised, Flower initialises it (joining ``ray_address`` when given)."""
     from dataclasses import replace

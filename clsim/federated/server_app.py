@@ -44,7 +44,7 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
     from clsim.federated.arrays import load_record, to_record
     from clsim.federated.fleet import Fleet
     from clsim.federated.recorder import Recorder
-    from clsim.federated.resume import load_server_strategy_state, server_strategy_state
+    from clsim.federated import resume as resumable
     from clsim.federated.spec import build_server_strategy
     from clsim.models import build_model, tokenize_stream, trainable_parameters
     from clsim.sinks import write_strategy_results
@@ -70,10 +70,6 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
         rec.resumes.append({"reason": "resume", "from_experience": len(rec.R), "from_round": done + 1})
     fleet = Fleet(grid, fed.clients, fed.node_timeout, round_offset=done)
     strategy = build_server_strategy(fed)
-    initial = to_record(model)
-    if saved:
-        initial = ArrayRecord(saved["arrays"])
-        load_server_strategy_state(strategy, saved["server"])
 
     def report(phase: str, i: int, done: int, total: int) -> None:
         if progress:
@@ -100,9 +96,7 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
             result = MetricRecord({"accuracy": [float(v) for v in row]})
         if 0 < rnd < T * rpe:  # after the last round the finished document is saved instead
             rec.tb.flush()
-            checkpoint.save(out, {"fingerprint": fingerprint, "strategy": job.name, "round": rnd,
-                                  "arrays": dict(arrays.to_torch_state_dict()), "recorder": rec.state_dict(),
-                                  "server": server_strategy_state(strategy), "random": random.getstate()})
+            resumable.save_round(out, fingerprint, job.name, rnd, arrays, rec, strategy)
         if rnd > 0 and result is not None:
             k = rnd // rpe - 1
             report("done_exp", k, k + 1, T)
@@ -111,11 +105,11 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
     try:
         report("eval", -1, 0, 1)
         fleet.discover(job.to_record())
-        if saved:
-            version, internal, gauss = saved["random"]
-            random.setstate((version, tuple(internal), gauss))
+        if saved:  # Flower's node sampling draws from `random`: seeded, or where the checkpoint left it
+            initial = resumable.restore(saved, strategy)
         else:
-            random.seed(derive_seed(sc.seed, 0xF1))  # Flower's node sampling draws from `random`
+            initial = to_record(model)
+            random.seed(derive_seed(sc.seed, 0xF1))
         strategy.start(grid=fleet, initial_arrays=initial, num_rounds=T * rpe - done, timeout=fed.round_timeout,
                        train_config=ConfigRecord(), evaluate_config=ConfigRecord(), evaluate_fn=evaluate_fn)
         doc = rec.finish(fleet)
