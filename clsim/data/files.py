@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from clsim.config import ConfigError
-from clsim.data.stream import Pool
+from clsim.config import ConfigError, FileStream
+from clsim.data.pool import Pool
 
-if TYPE_CHECKING:
-    from clsim.config import FileStream
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ def _sort_key(values: pd.Series, file) -> pd.Series:
                                                       f"(e.g. {values.iloc[0]!r})") from None
 
 
-def pools(cfg: "FileStream", file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
+def pools(cfg: FileStream, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
     """One pool per listed domain value, or per time window."""
     path = Path(cfg.path)
     df = read_table(path, file)

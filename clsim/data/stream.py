@@ -8,54 +8,15 @@ the same seed gives the same stream and each experience gets its own draw.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from clsim.config import ConfigError
-
-if TYPE_CHECKING:
-    from clsim.config import FileStream, SyntheticStream, TweetsStream
-
-
-@dataclass(frozen=True)
-class Split:
-    texts: list[str]
-    labels: np.ndarray  # int64 class indices into Stream.label_names
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-
-@dataclass(frozen=True)
-class Experience:
-    name: str  # e.g. "airline", "food", "window_0"
-    train: Split
-    test: Split
-
-
-@dataclass(frozen=True)
-class Stream:
-    experiences: list[Experience]
-    label_names: list[str]
-
-
-@dataclass(frozen=True)
-class Pool:
-    """All rows one experience may draw from; ``field`` names its scenario entry in errors."""
-
-    name: str
-    texts: list[str]
-    labels: np.ndarray
-    field: str
-
-
-def derive_seed(seed: int, *keys: int) -> int:
-    """A 32-bit seed for one (scenario seed, experience index, purpose) — independent streams."""
-    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+from clsim.config import ConfigError, FileStream, SyntheticStream, TweetsStream
+from clsim.data import files, synthetic, tweets
+from clsim.data.pool import Experience, Pool, Split, Stream, derive_seed
 
 
 def split_pool(pool: Pool, n_train: int, n_test: int, seed: int, index: int,
@@ -103,19 +64,14 @@ def _unique_names(pools: list[Pool]) -> list[Pool]:
     return out
 
 
-def build_stream(cfg: "TweetsStream | SyntheticStream | FileStream", seed: int,
+def build_stream(cfg: TweetsStream | SyntheticStream | FileStream, seed: int,
                  file: str | Path | None = None) -> Stream:
     """The stream a scenario describes. ``file`` only names the scenario file in errors."""
-    from clsim.config import FileStream, SyntheticStream, TweetsStream
-
     if isinstance(cfg, TweetsStream):
-        from clsim.data import tweets
         pools, label_names = tweets.pools(cfg, file)
     elif isinstance(cfg, SyntheticStream):
-        from clsim.data import synthetic
         pools, label_names = synthetic.pools(cfg, seed, file)
     elif isinstance(cfg, FileStream):
-        from clsim.data import files
         pools, label_names = files.pools(cfg, file)
     else:
         raise TypeError(f"unknown stream config {type(cfg).__name__}")

@@ -19,15 +19,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from clsim.config import ConfigError
-from clsim.data.stream import Pool, derive_seed
+from clsim.config import ConfigError, SyntheticStream
+from clsim.data.pool import Pool, derive_seed
 
-if TYPE_CHECKING:
-    from clsim.config import SyntheticStream
 
 LABELS = ["negative", "neutral", "positive"]
 NEG, NEU, POS = 0, 1, 2
@@ -111,7 +109,7 @@ def generate(domain: str, n: int, seed: int, label_prior: Sequence[float] | None
     return [text(rng, domain, int(s)) for s in sentiments], labels
 
 
-def pools(cfg: "SyntheticStream", seed: int, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
+def pools(cfg: SyntheticStream, seed: int, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
     """One freshly generated pool per experience, exactly train + test rows, seeded by (seed, index)."""
     n = cfg.train_per_experience + cfg.test_per_experience
     out = []

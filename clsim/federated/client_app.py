@@ -16,11 +16,17 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clsim.data import build_stream
+from clsim.evaluation import evaluate_row
+from clsim.federated.arrays import load_record, to_record
 from clsim.federated.job import KEY as JOB_KEY
 from clsim.federated.job import Job
+from clsim.federated.partition import client_stream
+from clsim.models import build_model, tokenize_stream
 
 app = ClientApp()
 
@@ -44,25 +50,18 @@ def _job(context: Context) -> Job:
 
 @lru_cache(maxsize=2)
 def _all_tokens(job: Job):
-    from clsim.data import build_stream
-    from clsim.models import tokenize_stream
-
     sc = job.scenario
-    return tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
+    return tokenize_stream(build_stream(sc.stream, sc.seed, job.plan.file), sc.model)
 
 
 @lru_cache(maxsize=4)
 def client_tokens(job: Job, client: int, clients: int):
     """This client's shards of every experience (train and test)."""
-    from clsim.federated.partition import client_stream
-
     return client_stream(_all_tokens(job), job.fed.partition, client, clients, job.scenario.seed)
 
 
 def _device() -> str:
     """CUDA when this process sees a GPU (Ray hides GPUs from clients that asked for none)."""
-    import torch
-
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
@@ -82,15 +81,14 @@ def join(msg: Message, context: Context) -> Message:
 
 
 def _learner(job: Job, tokens):
-    from clsim.learner import Learner
+    from clsim.learner import Learner  # here: a SuperNode runs each message in a fresh process; only train needs Avalanche
 
     return Learner(job.scenario, job.spec, tokens, device=_device())
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    from clsim.federated.arrays import load_record, to_record
-    from clsim.federated.proximal import ProximalPlugin
+    from clsim.federated.proximal import ProximalPlugin  # here: as in _learner (Avalanche)
     from clsim.federated.state import KEY, ClientState, client_file, dump_strategy, load_strategy
 
     job = _job(context)
@@ -100,7 +98,7 @@ def train(msg: Message, context: Context) -> Message:
     rnd = int(config["server-round"])
     if fed.fail is not None and fed.fail.client == client and fed.fail.round == rnd:
         raise InjectedFault(f"client {client} fails in round {rnd} (preset option fail)")
-    experience = fed.client_experience(client, (rnd - 1) // fed.rounds_per_experience)
+    experience = fed.client_experience(client, fed.experience_of_round(rnd))
 
     tokens = client_tokens(job, client, clients)
     learner = _learner(job, tokens)
@@ -135,18 +133,13 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    from clsim.federated.arrays import load_record
-
     job = _job(context)
     client, clients = _partition(context)
     tokens = client_tokens(job, client, clients)
     n = sum(len(s.labels) for s in tokens.test)
     rnd = int(msg.content["config"]["server-round"])
     metrics = MetricRecord({"num-examples": n})
-    if rnd % job.fed.rounds_per_experience == 0:  # the last round of an experience: local forgetting
-        from clsim.evaluation import evaluate_row
-        from clsim.models import build_model
-
+    if job.fed.ends_experience(rnd):  # the last round of an experience: local forgetting
         sc = job.scenario
         model = build_model(sc.model, len(tokens.label_names), sc.seed)
         load_record(model, msg.content["arrays"])

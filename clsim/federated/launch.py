@@ -21,27 +21,24 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from flwr.simulation import run_simulation
+
 from clsim.federated import quiet_flower
+from clsim.federated.client_app import app as client_app
 from clsim.federated.job import Job
+from clsim.federated.server_app import server_app_for
 
 
-def run_simulation_job(job: Job, run_dir: str | Path, tokens=None, device: str = "cpu", progress=None,
+def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu", progress=None,
                        ray_address: str | None = None, verbose: bool = False, resume: bool = False) -> dict:
     """Simulate ``job`` with Flower's simulation engine; return the metrics document.
 
     Resumable: the server checkpoints after every round and clients keep their CL state in
     ``<run_dir>/<strategy>/clients/``; ``resume`` continues from there. If Ray is not
     initialised, Flower initialises it (joining ``ray_address`` when given)."""
-    from dataclasses import replace
-
-    from flwr.simulation import run_simulation
-
-    from clsim.federated.client_app import app as client_app
-    from clsim.federated.server_app import server_app_for
-
     fed = job.fed
     gpus = fed.client_resources.gpus(fed.clients, device == "cuda")
     backend = {"client_resources": {"num_cpus": fed.client_resources.num_cpus, "num_gpus": gpus},

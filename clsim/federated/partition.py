@@ -8,17 +8,17 @@ computes the same assignment from (scenario seed, experience, split), so no data
 from __future__ import annotations
 
 import numpy as np
+from datasets import Dataset
+from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
 
-from clsim.data.stream import derive_seed
-from clsim.federated.spec import ColumnPartition, DirichletPartition, IidPartition
+from clsim.data import derive_seed
+from clsim.federated.schema import ColumnPartition, DirichletPartition, IidPartition
 from clsim.models import TokenizedSplit, TokenizedStream
 
 TRAIN, TEST = 7, 8  # derive_seed purposes: independent draws for the two splits
 
 
 def _partitioner(cfg, num_partitions: int, n_rows: int, seed: int):
-    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, NaturalIdPartitioner
-
     if isinstance(cfg, IidPartition):
         return IidPartitioner(num_partitions)
     if isinstance(cfg, DirichletPartition):
@@ -33,8 +33,6 @@ def _partitioner(cfg, num_partitions: int, n_rows: int, seed: int):
 
 def partition_rows(labels: np.ndarray, cfg, num_partitions: int, seed: int) -> list[np.ndarray]:
     """Row indices of every partition (sorted); a partition the partitioner has no data for is empty."""
-    from datasets import Dataset
-
     n = len(labels)
     if n == 0:
         return [np.zeros(0, dtype=np.int64) for _ in range(num_partitions)]

@@ -4,7 +4,7 @@ A ClientApp is called afresh for every message, so what a CL strategy carries fr
 experience to the next — the replay buffer, EWC's importances and anchor weights, LwF's
 previous model, Avalanche's clock, Cumulative's union of data — is saved into
 ``context.state`` after each round and restored before the next, as the same explicit
-state dicts a checkpoint holds (see :mod:`clsim.checkpoint`).
+state dicts a checkpoint holds (see :mod:`clsim.strategies.state`).
 
 Rounds and experiences differ: an experience may last several rounds. Every round restores
 ``base`` — the state from before the client's current experience — trains, and keeps the
@@ -27,16 +27,17 @@ from pathlib import Path
 import torch
 from flwr.app import ConfigRecord, RecordDict
 
-from clsim import checkpoint
+from clsim.sinks import atomic_write_bytes
+from clsim.strategies import state as cl_state
 
 KEY = "clsim.cl_state"
 
 
 def dump_strategy(learner) -> bytes:
     """The learner's CL state as bytes: the same explicit state dicts as a checkpoint
-    (:func:`clsim.checkpoint.strategy_state`; buffers stored as sample ids)."""
+    (:func:`clsim.strategies.state.strategy_state`; buffers stored as sample ids)."""
     buf = io.BytesIO()
-    torch.save(checkpoint.strategy_state(learner.strategy, learner.encode), buf)
+    torch.save(cl_state.strategy_state(learner.strategy, learner.encode), buf)
     return buf.getvalue()
 
 
@@ -44,7 +45,7 @@ def load_strategy(learner, blob: bytes) -> None:
     """Restore :func:`dump_strategy`'s bytes into a freshly built learner of the same preset.
     Costs are per round, so the probe starts empty."""
     state = torch.load(io.BytesIO(blob), weights_only=True)
-    checkpoint.load_strategy_state(learner.strategy, state, learner.decode)
+    cl_state.load_strategy_state(learner.strategy, state, learner.decode)
     learner.probe.__init__(learner.probe.on_batch)
 
 
@@ -82,8 +83,6 @@ class ClientState:
 
     def write(self, path: Path) -> None:
         """Atomically to ``path`` (weights_only-loadable: the blobs as uint8 tensors)."""
-        from clsim.sinks import atomic_write_bytes
-
         blob = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)  # noqa: E731
         buf = io.BytesIO()
         torch.save({"experience": self.experience, "rounds": self.rounds, "base": blob(self.base),

@@ -1,13 +1,25 @@
-"""Strategies: a preset (template + plugins) turned into an Avalanche strategy on a model."""
+"""Strategies: a checked ``StrategyPlan`` (template + plugins) built into an Avalanche strategy.
+
+What Avalanche lacks is one plugin file in ``clsim.strategies.plugins``; ``state`` saves and
+restores every plugin's continual-learning state as explicit state dicts.
+"""
 from __future__ import annotations
+
+import importlib
 
 import torch
 from avalanche.training.plugins import EvaluationPlugin
 
-from clsim.config import TrainConfig
-from clsim.strategies.presets import ResolvedStrategy, available_presets, resolve
+from clsim.config import Component, StrategyPlan, TrainConfig
+from clsim.strategies.plugins import AutocastPlugin, LengthGroupedBatchesPlugin
 
-__all__ = ["ResolvedStrategy", "available_presets", "resolve", "build_strategy", "make_optimizer"]
+__all__ = ["build_strategy", "build", "make_optimizer"]
+
+
+def build(component: Component, **extra):
+    """The object a plan's component names (its class imported now), with its checked arguments."""
+    cls = getattr(importlib.import_module(component.module), component.cls)
+    return cls(**component.params, **extra)
 
 
 def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
@@ -20,22 +32,17 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
-def build_strategy(spec: ResolvedStrategy, model: torch.nn.Module, train: TrainConfig, device: str,
+def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfig, device: str,
                    first_plugins: list = ()):
     """The Avalanche strategy for ``spec``; ``first_plugins`` run before the preset's plugins."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, train)
-    from clsim.strategies.plugins import AutocastPlugin, LengthGroupedBatchesPlugin
-
     # speed options wrap every preset the same way; length grouping goes before the preset's
     # plugins so one that brings its own loader (replay) keeps it
     grouping = [LengthGroupedBatchesPlugin()] if train.group_by_length else []
-    plugins = [*first_plugins, *grouping, *(c.build() for c in spec.plugins)]
+    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))
-    return spec.template.cls(
-        model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
-        train_mb_size=train.batch_size, train_epochs=train.epochs, eval_mb_size=train.eval_batch_size,
-        device=device, plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1,
-        **spec.template.params,
-    )
+    return build(spec.template, model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
+                 train_mb_size=train.batch_size, train_epochs=train.epochs, eval_mb_size=train.eval_batch_size,
+                 device=device, plugins=plugins, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1)
