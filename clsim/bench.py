@@ -22,14 +22,28 @@ alternate experience by experience; the best of ``repeats`` such passes counts. 
 """
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
+from avalanche.core import SupervisedPlugin
+from flwr.app import ArrayRecord
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.utils import logging as hf_logging
 
-from clsim.config import Scenario, StrategyRef
+from clsim.config import Scenario, StrategyRef, resolve_scenario
+from clsim.data import build_stream
+from clsim.federated.job import federated_job
+from clsim.federated.launch import run_simulation_job
+from clsim.federated.schema import FEDERATED
+from clsim.learner import Learner, seed_everything
+from clsim.models import PadCollate, build_model, tokenize_stream
+from clsim.precision import autocast
+from clsim.strategies import make_optimizer
 
 # name -> (comparison, goal, what it measures)
 GOALS: dict[str, tuple[str, float, str]] = {
@@ -108,16 +122,11 @@ class HandLoop:
     @classmethod
     def build(cls, scenario: Scenario, n_labels: int, pad_id: int, fixed: int | None = None,
               precision: str = "fp32", batches: list | None = None) -> "HandLoop":
-        from clsim.models import PadCollate, build_model
-        from clsim.strategies import make_optimizer
-
         model = build_model(scenario.model, n_labels, scenario.seed).train()
         opt = make_optimizer([p for p in model.parameters() if p.requires_grad], scenario.train)
         return cls(model, opt, PadCollate(pad_id, fixed), precision, batches)
 
     def step(self, ids: list[np.ndarray], ys) -> None:
-        from clsim.precision import autocast
-
         t0 = time.perf_counter()
         x, y, _ = self.collate([(a, b, 0) for a, b in zip(ids, ys)])
         self.optimizer.zero_grad()
@@ -132,8 +141,6 @@ def _lockstep_plugin(loops: dict[str, HandLoop], pad_id: int):
     """After each of clsim's training iterations, one step of every hand loop (in rotating
     order), on the same batch unless the loop brings its own. The global RNG is restored after
     them, so clsim trains exactly as it would alone."""
-    from avalanche.core import SupervisedPlugin
-
     class Lockstep(SupervisedPlugin):
         def __init__(self):
             super().__init__()
@@ -153,10 +160,8 @@ def _lockstep_plugin(loops: dict[str, HandLoop], pad_id: int):
 
 
 def _naive_learner(scenario: Scenario, tokens, **kw):
-    from clsim.learner import Learner
-    from clsim.strategies import resolve
-
-    return Learner(scenario, resolve(StrategyRef.model_validate("naive")), tokens, **kw)
+    return Learner(scenario, resolve_scenario(scenario.model_copy(update={"strategies": [StrategyRef(preset="naive")]}))
+                   .strategies[0], tokens, **kw)
 
 
 def lockstep_pass(scenario: Scenario, tokens, loops: dict[str, HandLoop]) -> tuple[dict[str, float], float]:
@@ -199,10 +204,6 @@ def interleaved_passes(learners: dict[str, Callable], tokens) -> tuple[dict[str,
 def grouped_batches(scenario: Scenario, tokens) -> list:
     """The length-grouped batches ``train.group_by_length`` would draw (transformers'
     ``LengthGroupedSampler``, seeded per experience as the learner does), unpadded."""
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    from clsim.learner import seed_everything
-
     bs, out = scenario.train.batch_size, []
     for i, split in enumerate(tokens.train):
         seed_everything(scenario.seed * 1000 + i)
@@ -296,10 +297,6 @@ def measure_head_cache(cfg: BenchConfig, tokens, say) -> Result:
 
 def measure_lora_bytes(cfg: BenchConfig, tokens) -> Result:
     """Bytes of the arrays a client sends per round: only trainable parameters travel."""
-    from flwr.app import ArrayRecord
-
-    from clsim.models import build_model
-
     sizes = {}
     for mode in ("full", "lora"):
         sc = cfg.scenario()
@@ -316,14 +313,6 @@ def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
     Per round, the train phase's wall time (messages out to the last reply in, as the server
     sees it) against the slowest client's own training time; the first round, which pays for
     process start-up (imports, model load), is left out when there are later ones."""
-    import os
-    import tempfile
-
-    try:
-        from clsim.federated.job import resolve_job
-        from clsim.federated.launch import run_simulation_job
-    except ImportError as exc:
-        return Result("flower_overhead", None, f"missing: the federated path is not available ({exc})")
     cpus = os.cpu_count() or 1
     rpe, clients = (1, 2) if cfg.tiny else (2, cfg.clients)  # tiny: the plumbing only, fewer actors to start
     fedavg = {
@@ -333,7 +322,7 @@ def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
     sc = cfg.scenario().model_copy(update={"strategies": [StrategyRef.model_validate(fedavg)]})
     say(f"Flower simulation: FedAvg, {clients} clients on {cpus} CPUs, {rpe * len(tokens)} rounds")
     with tempfile.TemporaryDirectory() as out:
-        doc = run_simulation_job(resolve_job(sc, None), out, tokens)
+        doc = run_simulation_job(federated_job(resolve_scenario(sc, extensions=(FEDERATED,))), out, tokens)
     rounds = [r for r in doc.get("round_log", []) if r.get("train_wall_seconds")]
     if not rounds:
         return Result("flower_overhead", None, "missing: the federated run recorded no round timings")
@@ -354,11 +343,6 @@ def _span(rounds: list[int]) -> str:
 # --------------------------------------------------------------------------- all
 def run(cfg: BenchConfig | None = None, say: Callable[[str], None] = lambda s: None) -> list[Result]:
     """Every measure, in the order of :data:`GOALS`."""
-    from clsim.data import build_stream
-    from clsim.models import tokenize_stream
-
-    from transformers.utils import logging as hf_logging
-
     hf_logging.set_verbosity_error()  # the bench builds many models: no load reports or progress bars
     hf_logging.disable_progress_bar()
     cfg = cfg or BenchConfig()

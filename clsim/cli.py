@@ -25,6 +25,7 @@ from clsim.config import ConfigError, available_presets, describe, resolve
 from clsim.data import build_stream
 from clsim.federated.schema import FEDERATED
 from clsim.results import fmt, new_run_dir, read_plan
+from clsim.sinks import write_json
 from clsim.results import table as results_table
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -320,7 +321,6 @@ def bench(
 ):
     """Measure clsim's performance ratios (tweets + MiniLM) and print them against their goals."""
     from clsim import bench as B  # here: torch, Ray and Flower take seconds to import
-    from clsim.sinks import write_json
 
     cfg = B.BenchConfig(tiny=tiny, repeats=repeats or (1 if tiny else 2))
     t0 = time.perf_counter()

@@ -18,14 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from clsim.config import ConfigError
-from clsim.sinks import atomic_write_bytes, atomic_write_text, final_metric, write_csv
+from clsim.results import draw_matrix, figure, final_metric, markdown_table, table
+from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
 
 # Okabe & Ito (2008), most legible first; yellow last (weak on white).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-COLUMNS = ("strategy", "acc", "bwt", "fwt", "forgetting", "learning_acc", "train_s", "eval_s", "samples",
-           "trainable_params", "bytes_up", "bytes_down", "complete")
 PLOTS = ("accuracy_per_experience.png", "average_accuracy.png", "accuracy_matrices.png", "cost_quality.png")
 
 
@@ -49,19 +48,9 @@ class Entry:
     def zero_shot(self) -> np.ndarray:
         return np.asarray(self.doc["zero_shot"], dtype=float)
 
-    def value(self, column: str) -> Any:
-        costs = self.doc.get("costs") or {}
-        if column == "strategy":
-            return self.label
-        if column in ("train_s", "eval_s"):
-            return costs.get({"train_s": "train_seconds", "eval_s": "eval_seconds"}[column])
-        if column == "samples":
-            return costs.get("samples_trained")
-        if column == "trainable_params":
-            return costs.get("trainable_params")
-        if column == "complete":
-            return bool(self.doc.get("complete", len(self.R) == len(self.names)))
-        return final_metric(self.doc, column)
+    def value(self, name: str) -> Any:
+        """A final number of this run: a metric (``acc``…), a cost (``train_seconds``…) or bytes."""
+        return final_metric(self.doc, name)
 
     @property
     def bytes_total(self) -> float | None:
@@ -132,43 +121,15 @@ def load(paths: Sequence[Path]) -> list[Entry]:
 
 # --------------------------------------------------------------------------- tables
 def rows(entries: Sequence[Entry]) -> tuple[list[str], list[list[Any]]]:
-    """The comparison table; byte columns only when some entry is federated."""
-    fed = any(e.bytes_total is not None for e in entries)
-    cols = [c for c in COLUMNS if fed or not c.startswith("bytes")]
-    return cols, [[e.value(c) for c in cols] for e in entries]
-
-
-def fmt(v: Any, column: str = "") -> str:
-    """A table cell: 3 decimals (signed when negative), seconds to 0.1, bytes with units, "—" for none."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if column.startswith("bytes"):
-        return _bytes(v)
-    if column in ("samples", "trainable_params"):
-        return f"{int(v):,}"
-    if column.endswith("_s"):
-        return f"{float(v):.1f}"
-    if isinstance(v, float):
-        return f"{v:+.3f}" if v < 0 else f"{v:.3f}"
-    return str(v).replace("|", "\\|")
-
-
-def _bytes(v: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(v) < 1000 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1000.0
-    return f"{v:.1f} GB"
+    """The comparison table (clsim.results.COLUMNS): column keys and rows, labels as strategy names."""
+    cols, body = table([e.doc for e in entries], [e.label for e in entries])
+    return [c.key for c in cols], body
 
 
 def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
-    cols, table = rows(entries)
     lines = ["# Strategy comparison", "",
-             "Accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting; `train_s`/`eval_s` in seconds.", "",
-             "| " + " | ".join(cols) + " |", "|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    lines += ["| " + " | ".join(fmt(v, c) for v, c in zip(r, cols)) + " |" for r in table]
+             "Accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting; `train_s`/`eval_s` in seconds.", ""]
+    lines += markdown_table(*table([e.doc for e in entries], [e.label for e in entries]))
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]
     if plots:
         lines += [""] + [f"![{Path(p).stem.replace('_', ' ')}]({Path(p).name})" for p in plots]
@@ -176,15 +137,6 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
 
 
 # --------------------------------------------------------------------------- plots
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _save(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
@@ -205,7 +157,7 @@ def plot_per_experience(entries: Sequence[Entry], path: Path) -> Path:
     """One panel per strategy: accuracy on each experience's test set over the stream
     (zero-shot first); a hollow marker shows where that experience was trained."""
     nrows, ncols = _grid(len(entries))
-    fig = _figure(4.6 * ncols, 3.4 * nrows + 0.8)
+    fig = figure(4.6 * ncols, 3.4 * nrows + 0.8)
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     handles = {}
     for k, e in enumerate(entries):
@@ -241,7 +193,7 @@ def _shared_names(entries: Sequence[Entry]) -> list[str] | None:
 
 def plot_average_accuracy(entries: Sequence[Entry], path: Path) -> Path:
     """All strategies in one plot: average accuracy over the experiences seen so far."""
-    fig = _figure(8.5, 4.6)
+    fig = figure(8.5, 4.6)
     ax = fig.add_subplot()
     T = max(len(e.R) for e in entries)
     for k, e in enumerate(entries):
@@ -266,24 +218,14 @@ def plot_matrices(entries: Sequence[Entry], path: Path) -> Path:
     nrows, ncols = _grid(len(entries), 4)
     T = max(len(e.names) for e in entries)
     side = 1.2 + 0.55 * T
-    fig = _figure(side * ncols + 1.0, side * nrows + 0.5)
+    fig = figure(side * ncols + 1.0, side * nrows + 0.5)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     im = None
     for k, e in enumerate(entries):
         ax = axes[k // ncols][k % ncols]
-        R, names = e.R, e.names
-        im = ax.imshow(np.ma.masked_invalid(R), cmap="cividis", vmin=0.0, vmax=1.0)
-        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(R)), names[: len(R)], fontsize=8)
-        for i in range(R.shape[0]):
-            for j in range(R.shape[1]):
-                if math.isfinite(R[i, j]):
-                    ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="black" if R[i, j] > 0.6 else "white")
-        ax.set_title(e.label, fontsize=10)
-        if k % ncols == 0:
-            ax.set_ylabel("trained on")
-        ax.set_xlabel("tested on")
+        im = draw_matrix(ax, e.R, e.names, e.label)
+        if k % ncols:
+            ax.set_ylabel("")
     for k in range(len(entries), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="accuracy")
@@ -294,9 +236,9 @@ def plot_matrices(entries: Sequence[Entry], path: Path) -> Path:
 def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
     """Final accuracy vs training seconds, and vs bytes communicated for federated runs."""
     fed = [e for e in entries if e.bytes_total is not None]
-    fig = _figure(5.5 * (2 if fed else 1) + 2.0, 4.6)
+    fig = figure(5.5 * (2 if fed else 1) + 2.0, 4.6)
     axes = fig.subplots(1, 2 if fed else 1, squeeze=False, sharey=True)[0]
-    panels = [(axes[0], entries, lambda e: e.value("train_s"), "training time (s)")]
+    panels = [(axes[0], entries, lambda e: e.value("train_seconds"), "training time (s)")]
     if fed:
         panels.append((axes[1], fed, lambda e: e.bytes_total, "bytes communicated, up + down (federated)"))
     index = {e.label: k for k, e in enumerate(entries)}
@@ -334,7 +276,7 @@ def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]
         "accuracy_matrices.png": plot_matrices(entries, out / "accuracy_matrices.png"),
         "cost_quality.png": plot_cost_quality(entries, out / "cost_quality.png"),
     }
-    cols, table = rows(entries)
-    written["comparison.csv"] = write_csv(out / "comparison.csv", cols, table)
+    cols, body = rows(entries)
+    written["comparison.csv"] = write_csv(out / "comparison.csv", cols, body)
     written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, list(written)[:4]))
     return written

@@ -263,7 +263,7 @@ def write_hparams_experiment(run_dir: str | os.PathLike) -> Path | None:
     hyper-parameters and the :data:`HPARAM_METRICS` any of them reports; and, in each strategy
     folder, whatever the dashboard would otherwise miss: a session and the ``hparam/<metric>``
     scalars its value columns read. Returns the experiment's folder, or None without metrics."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # here: seconds to import
 
     root = Path(run_dir)
     docs = {}

@@ -51,3 +51,21 @@ def tokens_for():
         return cache[key]
 
     return get
+
+
+def resolve(ref, file=None, index: int = 0, experiences: int = 6):
+    """A strategy plan from a scenario's strategy entry (a name, a mapping or a StrategyRef)."""
+    from clsim.config import StrategyRef
+    from clsim.config.presets import resolve_strategy
+    from clsim.federated.schema import FEDERATED
+
+    ref = ref if isinstance(ref, StrategyRef) else StrategyRef.model_validate(ref)
+    return resolve_strategy(ref, file=file, index=index, experiences=experiences, extensions=(FEDERATED,))
+
+
+def plan_of(scenario, file=None):
+    """The checked plan of a parsed scenario (what `clsim run` passes on)."""
+    from clsim.config import resolve_scenario
+    from clsim.federated.schema import FEDERATED
+
+    return resolve_scenario(scenario, file, extensions=(FEDERATED,))

@@ -20,8 +20,8 @@ from flwr.serverapp import Grid
 
 from clsim.config import ConfigError, Scenario, StrategyRef
 from clsim.federated.arrays import load_record, record_bytes, to_record
-from clsim.federated.job import Job, resolve_job
-from clsim.strategies import resolve
+from clsim.federated.job import Job, federated_job
+from conftest import plan_of, resolve
 
 FEDERATED = ["fedavg", "fedavg_replay", "fedavg_ewc", "fedprox"]
 
@@ -74,6 +74,19 @@ def train_round(ctx: Context, arrays, rnd: int, **config) -> Message:
     return reply
 
 
+def resolve_job(scenario: Scenario, strategy: str | None = None) -> Job:
+    """The federated job of a parsed scenario."""
+    return federated_job(plan_of(scenario), strategy)
+
+
+def tokens_of(job: Job):
+    from clsim.data import build_stream
+    from clsim.models import tokenize_stream
+
+    sc = job.scenario
+    return tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
+
+
 def global_model(job: Job):
     from clsim.models import build_model
 
@@ -85,14 +98,16 @@ def global_model(job: Job):
 def test_federated_presets_resolve_to_a_flower_strategy_and_a_local_preset(preset):
     from flwr.serverapp.strategy import Strategy
 
-    from clsim.federated.spec import build_server_strategy
+    from clsim.federated.server import build_server_strategy
 
-    spec = resolve(StrategyRef.model_validate(preset))
-    assert spec.federated is not None and spec.federated.local in ("naive", "replay", "ewc")
-    local = resolve(StrategyRef.model_validate(spec.federated.local))
+    spec = resolve(preset)
+    fed = spec.extensions["federated"]
+    assert fed.local in ("naive", "replay", "ewc")
+    local = resolve(fed.local)
     assert [c.cls for c in spec.plugins] == [c.cls for c in local.plugins]  # clients run exactly the local preset
-    assert isinstance(build_server_strategy(spec.federated), Strategy)
-    assert spec.hparams()["federated.server"] == spec.federated.server
+    assert spec.plugins == local.plugins
+    assert isinstance(build_server_strategy(fed), Strategy)
+    assert spec.hparams()["federated.server"] == fed.server
 
 
 def test_bad_federated_presets_name_file_and_field(tmp_path):
@@ -106,10 +121,10 @@ def test_bad_federated_presets_name_file_and_field(tmp_path):
         path = tmp_path / "bad.yaml"
         path.write_text(f"name: bad\nfederated:\n  {line}\n")
         with pytest.raises(ConfigError) as err:
-            resolve(StrategyRef.model_validate(str(path)))
+            resolve(str(path))
         assert err.value.field.startswith(field.split(".dirichlet")[0]) and str(path) in str(err.value), line
     with pytest.raises(ConfigError) as err:  # an override for a federated key is checked against the scenario
-        resolve(StrategyRef.model_validate({"preset": "fedavg", "clients": 2, "client_lag": [0]}), "s.yaml", 4)
+        resolve({"preset": "fedavg", "clients": 2, "client_lag": [0]}, "s.yaml", 4)
     assert err.value.field == "strategies[4]" and "client_lag" in err.value.message
 
 
@@ -141,7 +156,7 @@ def test_fedavg_of_known_client_arrays_is_the_weighted_mean():
                                        {"kind": "by_column", "column": "label"}])
 def test_partitions_split_every_experience_disjointly_and_reproducibly(partition):
     from clsim.federated.partition import partition_rows
-    from clsim.federated.spec import FederatedConfig
+    from clsim.federated.schema import FederatedConfig
 
     cfg = FederatedConfig(clients=3, partition=partition).partition
     labels = np.random.default_rng(0).integers(0, 3, 90)
@@ -344,11 +359,11 @@ def simulated(tmp_path_factory):
     round 2: Flower's simulation engine on the Ray clsim starts."""
     from clsim.data import build_stream
     from clsim.models import tokenize_stream
-    from clsim.runner import execute, plan
+    from clsim.execution import execute
 
     sc = fed_scenario(fail={"client": 1, "round": 2})
     run_dir = tmp_path_factory.mktemp("fed_run")
-    p = plan(sc, run_dir / "scenario.yaml")
+    p = plan_of(sc, run_dir / "scenario.yaml")
     tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
     events = []
     docs = execute(p, tokens, run_dir, device="cpu", progress=lambda *e: events.append(e))
@@ -452,13 +467,13 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     """The model of Avalanche's checkpointing test, for a federation: run, run killed, resume, compare."""
     from dataclasses import replace
 
-    from clsim.federated.server_app import serve
+    from clsim.federated.server import serve
 
     sc = fed_scenario(preset, more=("travel",), **fed)
 
     def run(out, resume=False, progress=None):
         job = replace(resolve_job(sc, None), state_dir=str(out / preset / "clients"))
-        return serve(LoopbackGrid([1, 0], 2), job, out, resume=resume, progress=progress)  # fresh clients
+        return serve(LoopbackGrid([1, 0], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
         if (phase, i, done) == crash:
@@ -485,13 +500,13 @@ def test_federated_resume_would_show_lost_client_state(tmp_path):
     import shutil
     from dataclasses import replace
 
-    from clsim.federated.server_app import serve
+    from clsim.federated.server import serve
 
     sc = fed_scenario("fedavg_replay", more=("travel",))
 
     def run(out, resume=False, progress=None):
         job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "clients"))
-        return serve(LoopbackGrid([0, 1], 2), job, out, resume=resume, progress=progress)
+        return serve(LoopbackGrid([0, 1], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
         if (phase, i) == ("done_exp", 1):

@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import scenario_dict
+from conftest import plan_of, resolve, scenario_dict
 
 CORE = ["naive", "cumulative", "replay", "ewc", "lwf", "periodic_refinetune"]
 
@@ -70,17 +70,21 @@ def crash_at(phase: str, experience: int, after_batches: int = 0):
 
 @pytest.fixture(scope="module")
 def setup(make_scenario, tokens_for):
-    from clsim.strategies import resolve
-
     scenario = make_scenario(strategies=CORE)
-    specs = {s.name: s for s in (resolve(ref, None, k) for k, ref in enumerate(scenario.strategies))}
+    specs = {s.name: s for s in plan_of(scenario).strategies}
     return scenario, specs, tokens_for(scenario)
+
+
+def run_strategy(scenario, spec, tokens, out, **kw):
+    """A central strategy run of ``scenario`` (its plan resolved here) in this process."""
+    from clsim.lifecycle import run_strategy as run
+
+    return run(plan_of(scenario), spec, tokens, out, **kw)
 
 
 @pytest.fixture(scope="module")
 def reference(setup, tmp_path_factory):
     """Uninterrupted runs of every core strategy (computed once, on demand)."""
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     out = tmp_path_factory.mktemp("reference")
@@ -96,7 +100,6 @@ def reference(setup, tmp_path_factory):
 
 # --------------------------------------------------------------------------- determinism
 def test_same_scenario_and_seed_give_identical_metrics(setup, reference, tmp_path):
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     again = run_strategy(scenario, specs["replay"], tokens, str(tmp_path / "a"))
@@ -113,7 +116,6 @@ def test_same_scenario_and_seed_give_identical_metrics(setup, reference, tmp_pat
 def test_resume_after_experience_matches_uninterrupted_run(name, setup, reference, tmp_path):
     """Killed right after experience 1 is checkpointed, resumed: the same final metrics."""
     from clsim import checkpoint
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
@@ -133,7 +135,6 @@ def test_resume_after_experience_matches_uninterrupted_run(name, setup, referenc
 def test_resume_after_crash_mid_training(name, experience, setup, reference, tmp_path):
     """Killed halfway through training an experience (periodic re-fine-tune trains only at its
     refits): the last checkpoint is the experience before; the resumed run redoes it and on."""
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
@@ -145,7 +146,6 @@ def test_resume_after_crash_mid_training(name, experience, setup, reference, tmp
 
 
 def test_resume_without_checkpoint_starts_over(setup, reference, tmp_path):
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
@@ -159,13 +159,12 @@ def test_lost_plugin_state_would_show(setup, reference, tmp_path):
     """Control: resuming replay with its buffer emptied gives different numbers, so the equality
     above is evidence that the buffer was restored, not an accident of a coarse metric."""
     from clsim import checkpoint
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
         run_strategy(scenario, specs["replay"], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
     state = checkpoint.load(tmp_path / "replay")
-    replay = next(p for p in state["learner"]["strategy"]["plugins"] if p["class"] == "ReplayPlugin")
+    replay = next(p for p in state["trainer"]["strategy"]["plugins"] if p["class"] == "ReplayPlugin")
     replay["state"]["groups"] = []
     checkpoint.save(tmp_path / "replay", {k: v for k, v in state.items() if k != "format"})
     doc = run_strategy(scenario, specs["replay"], tokens, str(tmp_path), resume={"reason": "resume"})
@@ -176,7 +175,6 @@ def test_lost_plugin_state_would_show(setup, reference, tmp_path):
 def test_finished_run_keeps_its_result_not_its_learner_state(setup, tmp_path):
     """After the last experience the checkpoint shrinks to the result; resuming then redoes nothing."""
     from clsim import checkpoint
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     doc = run_strategy(scenario, specs["naive"], tokens, str(tmp_path))
@@ -191,7 +189,7 @@ def test_finished_run_keeps_its_result_not_its_learner_state(setup, tmp_path):
 
 def test_resume_refuses_a_checkpoint_of_another_scenario(setup, tmp_path):
     from clsim.checkpoint import CheckpointError
-    from clsim.runner import run_strategy
+
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
@@ -205,7 +203,6 @@ def test_resume_refuses_a_checkpoint_of_another_scenario(setup, tmp_path):
 def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
     """Replay buffer as sample ids of the right experiences, EWC importances, the periodic
     position, the Avalanche clock, RNG states — all readable with weights_only=True."""
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     n0, n1 = (len(s.ids) for s in tokens.train[:2])
@@ -213,7 +210,7 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
         with pytest.raises(Crash):
             run_strategy(scenario, specs[name], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
         state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
-        learner = state["learner"]
+        learner = state["trainer"]
         plugins = {p["class"]: p["state"] for p in learner["strategy"]["plugins"]}
         assert plugins["Clock"]["train_exp_counter"] == 2
         assert len(plugins["ProbePlugin"]["loss"]) == 2
@@ -247,7 +244,6 @@ def test_learner_state_round_trip_in_every_finetune_mode(model, train, tokens_fo
 
     from clsim.config import Scenario
     from clsim.learner import Learner
-    from clsim.strategies import resolve
 
     data = scenario_dict(strategies=["replay"])
     data["model"].update(model)
@@ -278,7 +274,6 @@ def test_checkpoint_write_crash_leaves_previous_checkpoint(setup, reference, tmp
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from clsim import checkpoint
-    from clsim.runner import run_strategy
 
     scenario, specs, tokens = setup
     real_save, calls = torch.save, []
@@ -369,7 +364,7 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     from clsim.config import Scenario
     from clsim.data import build_stream
     from clsim.models import tokenize_stream
-    from clsim.runner import execute, plan, run_strategy
+    from clsim.execution import execute
 
     data = scenario_dict(strategies=["naive", "replay"])
     data["stream"]["experiences"] = ["food", "tech", "travel", "movies", "sports"]
@@ -377,7 +372,7 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     scenario = Scenario.model_validate(data)
     file = tmp_path / "s.yaml"
     file.write_text(yaml.safe_dump(data))
-    p = plan(scenario, file)
+    p = plan_of(scenario, file)
     tokens = tokenize_stream(build_stream(scenario.stream, scenario.seed), scenario.model)
     run_dir = tmp_path / "out" / scenario.name / "run"
     run_dir.mkdir(parents=True)
@@ -398,7 +393,7 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     on_disk = json.loads((run_dir / "replay" / "metrics.json").read_text())
     assert on_disk["restarts"] == 1
     assert "Incomplete" not in (run_dir / "summary.md").read_text()
-    for spec in p.specs:  # both equal an uninterrupted in-process run
+    for spec in p.strategies:  # both equal an uninterrupted in-process run
         ref = run_strategy(scenario, spec, tokens, str(tmp_path / "ref"))
         assert comparable(docs[spec.name]) == comparable(ref), spec.name
 

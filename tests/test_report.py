@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from clsim import report
 from clsim.cli import app
-from clsim.sinks import write_hparams_experiment, write_summary
+from clsim.results import write_hparams_experiment, write_summary
+from conftest import plan_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -19,8 +20,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, make_scenario, tokens_for):
     """Two real (tiny) runs of naive + replay, written as `clsim run` writes them."""
-    from clsim.runner import run_strategy, summary_row
-    from clsim.strategies import resolve
+    from clsim.lifecycle import run_strategy
 
     root = tmp_path_factory.mktemp("results") / "unit"
     dirs = []
@@ -30,8 +30,9 @@ def runs(tmp_path_factory, make_scenario, tokens_for):
                            strategies=["naive", "replay"])
         tokens = tokens_for(sc)
         run_dir = root / run_id
-        docs = [run_strategy(sc, resolve(ref, None, k), tokens, str(run_dir)) for k, ref in enumerate(sc.strategies)]
-        write_summary(run_dir, [summary_row(d) for d in docs])
+        plan = plan_of(sc)
+        docs = [run_strategy(plan, spec, tokens, str(run_dir)) for spec in plan.strategies]
+        write_summary(run_dir, docs)
         write_hparams_experiment(run_dir)
         dirs.append(run_dir)
     return dirs

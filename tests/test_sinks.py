@@ -1,4 +1,4 @@
-"""Sinks: TensorBoard event files read back, atomic writes, results/ files."""
+"""Sinks: TensorBoard event files read back, atomic writes."""
 import csv
 import io
 import json
@@ -72,28 +72,6 @@ def test_row_length_mismatch_raises(tmp_path):
             sink.log_row(0, [0.1, 0.2], NAMES, {})
         with pytest.raises(ValueError):
             sink.log_zero_shot([0.1], NAMES)
-
-
-def test_matrix_image_is_png(tmp_path):
-    with S.TensorBoardSink(tmp_path) as sink:
-        sink.log_matrix(R[:2], NAMES, step=1)  # partial matrix during the run
-        sink.log_matrix(R, NAMES, step=2)
-    ea = load(tmp_path)
-    assert ea.Tags()["images"] == ["accuracy_matrix"]
-    events = ea.Images("accuracy_matrix")
-    assert [e.step for e in events] == [1, 2]
-    raw = events[-1].encoded_image_string
-    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
-    img = Image.open(io.BytesIO(raw))
-    assert (img.width, img.height) == (events[-1].width, events[-1].height)
-    assert 150 <= img.width <= 2000 and 150 <= img.height <= 2000
-    px = np.asarray(img.convert("RGB"))
-    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 20  # a real drawing, not a blank canvas
-
-
-def test_matrix_shape_checked():
-    with pytest.raises(ValueError):
-        S.render_matrix([[0.1, 0.2]], NAMES)
 
 
 def test_hparams_in_same_dir(tmp_path):
@@ -170,69 +148,3 @@ def test_write_json_nan_and_numpy(tmp_path):
 def test_write_csv(tmp_path):
     p = S.write_csv(tmp_path / "t.csv", ["a", "b"], [[1, None], ["x,y", float("nan")]])
     assert p.read_text() == 'a,b\n1,\n"x,y",\n'
-
-
-# ---------------------------------------------------------------- results/
-
-def strategy_metrics(name="naive", bwt=None):
-    s = M.summarize(R, Z)
-    if bwt is not None:
-        s["bwt"] = bwt
-    return {
-        "strategy": name,
-        "experiences": NAMES,
-        "accuracy_matrix": R,
-        "zero_shot": Z,
-        **s,
-        "running": M.running(R, Z),
-        "costs": {"train_s": 12.5, "eval_s": 3.25, "samples": 1200, "trainable_params": 22_700_000},
-    }
-
-
-def test_write_strategy_results(tmp_path):
-    d = tmp_path / "naive"
-    S.write_strategy_results(d, strategy_metrics(bwt=float("nan")))
-    assert sorted(os.listdir(d)) == ["accuracy_matrix.csv", "metrics.json"]
-    data = json.loads((d / "metrics.json").read_text())
-    assert data["strategy"] == "naive"
-    assert data["bwt"] is None
-    assert data["running"]["bwt"][0] is None  # NaN at k=1
-    assert data["accuracy_matrix"] == R
-    with open(d / "accuracy_matrix.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["trained_on", *NAMES]
-    assert rows[1][0] == "zero_shot" and [float(x) for x in rows[1][1:]] == Z
-    assert [r[0] for r in rows[2:]] == NAMES
-    assert [[float(x) for x in r[1:]] for r in rows[2:]] == R
-
-
-def test_write_summary(tmp_path):
-    flat = {"strategy": "replay", "acc": 0.5, "bwt": float("nan"), "fwt": 0.1, "forgetting": 0.0,
-            "learning_acc": 0.6, "train_s": 1.0, "eval_s": 2.0, "samples": 10, "trainable_params": 5}
-    rows = [strategy_metrics("naive"), strategy_metrics("ewc|x"), flat]
-    S.write_summary(tmp_path, rows, incomplete=["lwf", "ewc|x"])
-    with open(tmp_path / "summary.csv", newline="") as f:
-        got = list(csv.DictReader(f))
-    assert [r["strategy"] for r in got] == ["naive", "ewc|x", "replay"]
-    assert list(got[0]) == list(S.SUMMARY_COLUMNS)
-    assert float(got[0]["acc"]) == pytest.approx(M.acc(R))
-    assert got[0]["samples"] == "1200" and got[0]["train_s"] == "12.5"
-    assert got[2]["bwt"] == ""
-
-    md = (tmp_path / "summary.md").read_text().splitlines()
-    assert md[0] == "| " + " | ".join(S.SUMMARY_COLUMNS) + " |"
-    body = [l for l in md[2:] if l.startswith("|")]
-    assert len(body) == 3
-    naive = [c.strip() for c in body[0].strip("|").split("|")]
-    s = M.summarize(R, Z)
-    assert naive == ["naive", f"{s['acc']:.3f}", f"{s['bwt']:.3f}", f"{s['fwt']:.3f}",
-                     f"{s['forgetting']:.3f}", f"{s['learning_acc']:.3f}",
-                     "12.500", "3.250", "1200", "22700000"]
-    assert naive[1] == "0.717"
-    assert "ewc\\|x" in body[1]
-    assert "| —" in body[2]  # NaN bwt
-    assert md[-1].startswith("Incomplete") and "lwf" in md[-1] and "ewc|x" in md[-1]
-    assert sorted(os.listdir(tmp_path)) == ["summary.csv", "summary.md"]
-
-    S.write_summary(tmp_path, rows[:1])
-    assert "Incomplete" not in (tmp_path / "summary.md").read_text()

@@ -9,7 +9,8 @@ import torch
 
 from clsim.config import ConfigError, StrategyRef
 from clsim.learner import Learner
-from clsim.strategies import available_presets, resolve
+from clsim.config import available_presets
+from conftest import resolve
 from clsim import metrics as M
 
 CORE = ["naive", "cumulative", "replay", "ewc", "lwf", "periodic_refinetune"]
@@ -26,9 +27,10 @@ def run(learner: Learner, T: int):
 
 
 def central_presets() -> list[str]:
-    from clsim.strategies.presets import load_preset_file
+    from clsim.config.presets import load_preset_file
+    from clsim.federated.schema import FEDERATED
 
-    return [n for n, p in available_presets().items() if getattr(load_preset_file(p), "federated", None) is None]
+    return [n for n, p in available_presets().items() if not load_preset_file(p, (FEDERATED,)).blocks]
 
 
 def test_core_presets_are_shipped():
@@ -40,9 +42,9 @@ def test_preset_conformance(preset, make_scenario, tokens_for):
     """Every central preset: runs the stream, gives a well-formed R, and is seed-deterministic."""
     sc = make_scenario()
     tokens = tokens_for(sc)
-    spec = resolve(StrategyRef.model_validate(preset))
+    spec = resolve(preset)
     z1, R1 = run(Learner(sc, spec, tokens), len(tokens))
-    z2, R2 = run(Learner(sc, resolve(StrategyRef.model_validate(preset)), tokens), len(tokens))
+    z2, R2 = run(Learner(sc, resolve(preset), tokens), len(tokens))
     R = np.asarray(R1)
     assert R.shape == (3, 3) and len(z1) == 3
     assert np.all((R >= 0) & (R <= 1))
@@ -51,7 +53,7 @@ def test_preset_conformance(preset, make_scenario, tokens_for):
 
 
 def test_different_seeds_differ(make_scenario, tokens_for):
-    spec = lambda: resolve(StrategyRef.model_validate("naive"))  # noqa: E731
+    spec = lambda: resolve("naive")  # noqa: E731
     a = run(Learner(make_scenario(seed=0), spec(), tokens_for(make_scenario(seed=0))), 3)
     b = run(Learner(make_scenario(seed=1), spec(), tokens_for(make_scenario(seed=1))), 3)
     assert a != b
@@ -62,7 +64,7 @@ def test_replay_buffer_holds_earlier_experiences(make_scenario, tokens_for):
 
     sc = make_scenario()
     tokens = tokens_for(sc)
-    learner = Learner(sc, resolve(StrategyRef.model_validate({"preset": "replay", "mem_size": 40})), tokens)
+    learner = Learner(sc, resolve({"preset": "replay", "mem_size": 40}), tokens)
     learner.train_experience(0)
     learner.train_experience(1)
     buffer = learner.plugin(ReplayPlugin).storage_policy.buffer
@@ -78,7 +80,7 @@ def test_replay_buffer_holds_earlier_experiences(make_scenario, tokens_for):
 
 def test_ewc_penalty_is_zero_then_nonzero(make_scenario, tokens_for):
     sc = make_scenario()
-    learner = Learner(sc, resolve(StrategyRef.model_validate("ewc")), tokens_for(sc))
+    learner = Learner(sc, resolve("ewc"), tokens_for(sc))
     run(learner, 3)
     ratio = learner.probe.reg_ratio
     assert ratio[0] == 0.0
@@ -92,8 +94,8 @@ def test_ewc_forgets_less_than_naive_on_concept_drift(make_scenario, tokens_for)
                                "train_per_experience": 96, "test_per_experience": 48},
                        train={"epochs": 4, "batch_size": 16, "lr": 3.0e-3})
     tokens = tokens_for(sc)
-    _, naive = run(Learner(sc, resolve(StrategyRef.model_validate("naive")), tokens), 2)
-    _, ewc = run(Learner(sc, resolve(StrategyRef.model_validate({"preset": "ewc", "ewc_lambda": 1e5})), tokens), 2)
+    _, naive = run(Learner(sc, resolve("naive"), tokens), 2)
+    _, ewc = run(Learner(sc, resolve({"preset": "ewc", "ewc_lambda": 1e5}), tokens), 2)
     assert naive[0][0] > 0.7, "the model must learn experience 0 for forgetting to mean anything"
     assert M.forgetting(naive) > 0.1
     assert M.forgetting(ewc) < M.forgetting(naive) - 0.1
@@ -139,14 +141,14 @@ def test_periodic_refinetune_resets_on_schedule_and_trains_on_window(make_scenar
 
 def test_cumulative_trains_on_the_union(make_scenario, tokens_for):
     sc = make_scenario()
-    learner = Learner(sc, resolve(StrategyRef.model_validate("cumulative")), tokens_for(sc))
+    learner = Learner(sc, resolve("cumulative"), tokens_for(sc))
     run(learner, 3)
     assert learner.probe.samples == [N_TRAIN, 2 * N_TRAIN, 3 * N_TRAIN]
 
 
 def test_naive_trains_on_the_current_experience_only(make_scenario, tokens_for):
     sc = make_scenario()
-    learner = Learner(sc, resolve(StrategyRef.model_validate("naive")), tokens_for(sc))
+    learner = Learner(sc, resolve("naive"), tokens_for(sc))
     run(learner, 3)
     assert learner.probe.samples == [N_TRAIN] * 3
     assert learner.trainable_params == sum(p.numel() for p in learner.model.parameters())
@@ -156,8 +158,8 @@ def test_naive_trains_on_the_current_experience_only(make_scenario, tokens_for):
 def test_finetune_modes_limit_trainable_parameters(finetune, extra, make_scenario, tokens_for):
     full = make_scenario()
     sc = make_scenario(model={"pretrained": "tiny", "finetune": finetune, "max_length": 32, **extra})
-    n_full = Learner(full, resolve(StrategyRef.model_validate("naive")), tokens_for(full)).trainable_params
-    learner = Learner(sc, resolve(StrategyRef.model_validate("naive")), tokens_for(sc))
+    n_full = Learner(full, resolve("naive"), tokens_for(full)).trainable_params
+    learner = Learner(sc, resolve("naive"), tokens_for(sc))
     frozen = {n: p.clone() for n, p in learner.model.named_parameters() if not p.requires_grad}
     assert 0 < learner.trainable_params < n_full
     learner.train_experience(0)
@@ -170,16 +172,19 @@ def test_finetune_modes_limit_trainable_parameters(finetune, extra, make_scenari
     ("nope", "strategies[0].preset", "unknown strategy"),
     ({"preset": "ewc", "ewc_lamda": 5}, "strategies[0].ewc_lamda", "unknown parameter"),
     ({"preset": "replay", "mem_size": -3}, "strategies[0].mem_size", "non-negative"),
-    ({"preset": "periodic_refinetune", "period": 0}, "strategies[0]", "period"),
+    ({"preset": "periodic_refinetune", "period": 0}, "strategies[0].period", "greater than or equal to 1"),
+    ({"preset": "ewc", "ewc_lambda": "lots"}, "strategies[0].ewc_lambda", "valid number"),
+    ({"preset": "replay", "mem_size": 2.5}, "strategies[0].mem_size", "valid integer"),
+    ({"preset": "periodic_refinetune", "window": 9}, "strategies[0].window", "longer than the stream"),
 ])
 def test_bad_strategy_references(ref, field, match):
     with pytest.raises(ConfigError, match=match) as info:
-        resolve(StrategyRef.model_validate(ref))
+        resolve(ref)
     assert info.value.field == field
 
 
 def test_overrides_reach_the_component_that_takes_them():
-    spec = resolve(StrategyRef.model_validate({"preset": "ewc", "name": "ewc_big", "ewc_lambda": 123.0}))
+    spec = resolve({"preset": "ewc", "name": "ewc_big", "ewc_lambda": 123.0})
     assert spec.name == "ewc_big"
     assert spec.plugins[0].params["ewc_lambda"] == 123.0
     assert spec.hparams()["EWCPlugin.ewc_lambda"] == 123.0

@@ -70,15 +70,19 @@ class Plan(Strict):
 def resolve(file: str | Path, *, seed: int | None = None, only: list[str] | None = None,
             extensions: tuple[Extension, ...] = ()) -> Plan:
     """Scenario file -> checked Plan (``seed`` overrides the scenario's; ``only``: a subset)."""
-    file = Path(file)
-    scenario = load_scenario(file)
+    return resolve_scenario(load_scenario(file), Path(file), seed=seed, only=only, extensions=extensions)
+
+
+def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seed: int | None = None,
+                     only: list[str] | None = None, extensions: tuple[Extension, ...] = ()) -> Plan:
+    """A scenario already parsed (``file`` names it in errors; relative preset paths start there)."""
     if seed is not None:
         scenario = scenario.model_copy(update={"seed": seed})
     check_model(scenario.model, file)
     T = scenario.stream_length
     strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions)
                        for k, ref in enumerate(scenario.strategies))
-    plan = Plan(file=file.resolve(), scenario=scenario, strategies=strategies)
+    plan = Plan(file=Path(file or ".").resolve(), scenario=scenario, strategies=strategies)
     return plan.only(only) if only else plan
 
 

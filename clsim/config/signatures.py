@@ -226,11 +226,6 @@ def check(param: Param, value: Any, shipped: Any = NO_DEFAULT) -> str | None:
     try:
         adapter.validate_python(value)
     except ValidationError as exc:
-        what = param.annotation or type(param.default if param.default not in (NO_DEFAULT, None) else shipped).__name__
-        return f"expected {_describe(what)}, got {value!r} ({exc.errors(include_url=False)[0]['msg']})"
+        msg = exc.errors(include_url=False)[0]["msg"]
+        return f"{msg[0].lower()}{msg[1:]} (got {value!r})"
     return None
-
-
-def _describe(annotation: str) -> str:
-    return {"float": "a number", "int": "an integer", "str": "a string", "bool": "true or false"}.get(annotation,
-                                                                                                      annotation)

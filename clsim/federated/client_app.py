@@ -89,7 +89,7 @@ def _learner(job: Job, tokens):
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from clsim.federated.proximal import ProximalPlugin  # here: as in _learner (Avalanche)
-    from clsim.federated.state import KEY, ClientState, client_file, dump_strategy, load_strategy
+    from clsim.federated.state import KEY, ClientState, client_file, dump_strategy, load_strategy  # (Avalanche)
 
     job = _job(context)
     fed = job.fed

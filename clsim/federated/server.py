@@ -28,7 +28,7 @@ from clsim.federated import quiet_flower
 from clsim.federated.arrays import load_record, to_record
 from clsim.federated.fleet import Fleet, RoundTraffic
 from clsim.federated.job import Job
-from clsim.federated.schema import server_params
+from clsim.federated.schema import FederatedConfig, server_params
 from clsim.federated.server_state import load_server_strategy_state, server_strategy_state
 from clsim.lifecycle import Lifecycle, run
 from clsim.models import TokenizedStream, build_model, trainable_parameters
@@ -37,10 +37,10 @@ TRAIN, EVALUATE = "train", "evaluate"
 SAMPLING_SEED = 0xF1  # derive_seed purpose of Flower's client sampling
 
 
-def build_server_strategy(job: Job):
+def build_server_strategy(fed: FederatedConfig):
     """The Flower strategy the preset names, unchanged (its class imported now)."""
     with quiet_flower():
-        return getattr(flower_strategies, job.fed.server)(**server_params(job.fed))
+        return getattr(flower_strategies, fed.server)(**server_params(fed))
 
 
 def _nan_to_none(row):
@@ -53,7 +53,7 @@ class FederatedServer:
         self.life, self.job, self.fed, self.tokens, self.device = life, job, fed, tokens, device
         self.model = build_model(sc.model, len(tokens.label_names), sc.seed).to(device)
         self.fleet = Fleet(grid, fed.clients, fed.node_timeout)
-        self.strategy = build_server_strategy(job)
+        self.strategy = build_server_strategy(fed)
         self.arrays = to_record(self.model)
         self.round = 0  # rounds finished
         self.rounds: list[dict] = []  # the round log

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from avalanche.core import SupervisedPlugin
 from torch.utils.data import DataLoader
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
 class LengthGroupedBatchesPlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         ds = strategy.adapted_dataset
         lengths = [len(ds[i][0]) for i in range(len(ds))]
         # generator None: torch's global RNG, which the learner seeds per experience

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from typing import Annotated
 
 from avalanche.benchmarks.utils import concat_datasets
 from avalanche.core import SupervisedPlugin
+from pydantic import Field
 
 
 class PeriodicRefinetunePlugin(SupervisedPlugin):
-    def __init__(self, period: int = 2, window: int = 2):
+    # the annotations are what `clsim validate` checks a preset's values against
+    def __init__(self, period: Annotated[int, Field(ge=1)] = 2, window: Annotated[int, Field(ge=1)] = 2):
         super().__init__()
         if int(period) < 1 or int(window) < 1:
             raise ValueError(f"period and window must be >= 1, got period={period}, window={window}")
