@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -155,10 +156,12 @@ def run(
                                                     "from its checkpoint) after its process dies."),
 ):
     """Run every strategy of a scenario side by side and write TensorBoard logs and results."""
-    # here, not at the top: torch, Ray and Flower take seconds to import, and validate/list need none of them
-    from clsim.execution import execute
-    from clsim.models import tokenize_stream
-    from clsim.runner import TERMINATED
+    # here, not at the top: torch, Ray and Flower take seconds to import, and validate/list need none of them;
+    # what libraries warn about while they import (deprecations in their own dependencies) is for their developers
+    with warnings.catch_warnings(record=True):
+        from clsim.execution import execute, run_log
+        from clsim.models import tokenize_stream
+        from clsim.runner import TERMINATED
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(None, "--device", f"expected auto, cpu or cuda, got {device!r}")
@@ -188,8 +191,9 @@ def run(
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
-            docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
-                           resume=resume is not None, max_restarts=max_restarts)
+            with run_log(run_dir):
+                docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
+                               resume=resume is not None, max_restarts=max_restarts)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner._on_sigterm)
         err_console.print(f"{'terminated' if TERMINATED else 'interrupted'}: finished experiences "
                           f"are checkpointed; continue with `clsim run --resume {run_dir}`",

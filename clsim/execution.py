@@ -8,9 +8,12 @@ for the next one.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import ray
+from transformers.utils import logging as hf_logging
 
 from clsim.config import Plan
 from clsim.federated.fleet import FederationError
@@ -22,6 +25,35 @@ from clsim.lifecycle import ProgressFn
 from clsim.results import finished_docs, partial_doc, write_hparams_experiment, write_plan, write_summary
 from clsim.runner import execute as run_actors
 from clsim.runner import one_line, start_ray
+
+
+LOG_FILE = "run.log"
+# libraries whose notices are not for a clsim user's console: transformers' weight-loading
+# reports, Ray's start-up notices, Python warnings raised inside libraries
+ROUTED = ("transformers", "ray", "py.warnings")
+
+
+@contextlib.contextmanager
+def run_log(run_dir: Path):
+    """Within the block, what libraries log goes to ``<run>/run.log`` instead of the console
+    (clsim's own progress and summary stay there); transformers' loading bars are off."""
+    handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    saved = [(lg, lg.handlers[:], lg.propagate) for lg in map(logging.getLogger, ROUTED)]
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    logging.captureWarnings(True)
+    for lg, _, _ in saved:
+        lg.handlers, lg.propagate = [handler], False
+    try:
+        yield
+    finally:
+        for lg, handlers, propagate in saved:
+            lg.handlers, lg.propagate = handlers, propagate
+        logging.captureWarnings(False)
+        if bars:
+            hf_logging.enable_progress_bar()
+        handler.close()
 
 
 def execute(plan: Plan, tokens, run_dir: Path, device: str = "auto", ray_address: str | None = None,

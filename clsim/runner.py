@@ -8,6 +8,7 @@ Ray restarts it and the driver re-submits the run, which resumes from that check
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import ray
+import torch
 
 from clsim.config import ConfigError, Plan, StrategyPlan
 from clsim.lifecycle import ProgressFn, run_strategy
@@ -29,8 +31,6 @@ class StrategyActor:
     """One strategy run; torch threads match the CPUs Ray gave this actor."""
 
     def __init__(self, threads: int):
-        import torch  # the actor's process: torch is imported there anyway
-
         torch.set_num_threads(max(1, threads))
         self.events: list[tuple] = []
 
@@ -92,6 +92,9 @@ def start_ray(ray_address: str | None) -> bool:
                         "cluster's token before running clsim")
             raise ConfigError(None, "--ray-address", f"cannot join Ray at {ray_address!r}: {why}") from None
     else:
+        # Ray tells every new local cluster that it enabled token authentication (its default): the
+        # README's Execution section says so once, the console need not at every run
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR", configure_logging=False)
     if threading.current_thread() is threading.main_thread():

@@ -26,7 +26,7 @@ def smoke_run(tmp_path_factory):
                            "--run-id", "r1", "--device", "cpu"],
                           capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "smoke" / "r1", proc.stdout
+    return out / "smoke" / "r1", proc.stdout + proc.stderr
 
 
 def smoke_strategies() -> list[str]:
@@ -55,6 +55,13 @@ def test_run_writes_every_output(smoke_run):
         lines = (run_dir / name / "accuracy_matrix.csv").read_text().strip().splitlines()
         assert len(lines) == T + 2  # header, zero-shot row, one row per trained experience
     assert f"tensorboard --logdir {run_dir}" in stdout.replace("\n", "")
+
+
+def test_console_shows_clsim_not_library_notices(smoke_run):
+    run_dir, output = smoke_run
+    for noise in ("Token authentication", "LOAD REPORT", "DeprecationWarning", "Traceback"):
+        assert noise not in output, noise
+    assert (run_dir / "run.log").is_file()  # where library notices go instead
 
 
 def test_tensorboard_events_read_back(smoke_run):

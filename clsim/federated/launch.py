@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import tomli
+import tomli_w
 from flwr.simulation import run_simulation
 
 from clsim.federated import quiet_flower
@@ -63,9 +65,6 @@ def flower_config_path() -> Path:
 
 def write_connection(name: str, address: str, root_certificates: Path | None, default: bool = False) -> Path:
     """Add (or replace) ``[superlink.<name>]`` in Flower's config; ``None`` certificates: insecure."""
-    import tomli
-    import tomli_w
-
     path = flower_config_path()
     data = tomli.loads(path.read_text()) if path.is_file() else {}
     links = data.setdefault("superlink", {})
