@@ -1,4 +1,4 @@
-"""The ``clsim`` command line: run, validate, list, compare, bench, flower (certs, connection).
+"""The ``clsim`` command line: run, validate, list, compare, bench, flower (certs, connection, keys).
 
 Bad input of any kind (scenario, preset, data, model, arguments) prints one line naming the
 file, the field and what was expected, and exits with code 2 — never a traceback.
@@ -338,6 +338,46 @@ def flower_connection(
         raise ConfigError(None, "--certs", f"{certs / 'ca.crt'} not found; make it with `clsim flower certs {certs}`")
     path = write_connection(name, address, certs / "ca.crt" if certs else None, default)
     console.print(f"[green]ok[/] connection {name!r} -> {address} ({'TLS' if certs else 'insecure'}) in {path}")
+
+
+@flower_app.command("keys")
+@friendly_errors
+def flower_keys(
+    out_dir: Path = typer.Argument(..., metavar="DIR", help="Folder for node<i> / node<i>.pub (created)."),
+    nodes: int = typer.Option(..., "--nodes", min=1, help="How many SuperNodes (one per client of the strategy)."),
+    superlink: str = typer.Option("SUPERLINK_HOST:8000", "--superlink", help="HOST:PORT the SuperNodes and flwr "
+                                                                             "reach the SuperLink at."),
+    certs: Path = typer.Option(Path("certs"), "--certs", help="Folder from `clsim flower certs` (TLS is required "
+                                                             "for SuperNode authentication)."),
+    connection: str = typer.Option("clsim", "--connection", help="Name of the flwr connection to the SuperLink."),
+):
+    """Make one SuperNode authentication key pair per node and print the commands for each machine."""
+    from clsim.federated.keys import make_node_keys
+
+    host, _, port = superlink.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(None, "--superlink", f"expected HOST:PORT, got {superlink!r}")
+    pairs = make_node_keys(out_dir, nodes)
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    say(f"[green]wrote[/] {nodes} key pair(s) in {out_dir}: private node<i> (keep it on node i only), public node<i>.pub")
+    if not (certs / "ca.crt").is_file():
+        say(f"\n# 0. certificates (once): the SuperLink's name or IP must be in them\nclsim flower certs {certs} "
+            f"--name {host}")
+    say(f"\n# 1. on the SuperLink machine (copy {certs}/ca.crt, server.pem, server.key there)\n"
+        f"flower-superlink --ssl-ca-certfile {certs}/ca.crt --ssl-certfile {certs}/server.pem "
+        f"--ssl-keyfile {certs}/server.key --enable-supernode-auth --host 0.0.0.0 --port {port} "
+        f"--disable-runtime-dependency-installation")
+    say(f"\n# 2. where you run flwr (copy {certs}/ca.crt and the node<i>.pub files there)\n"
+        f"clsim flower connection {connection} --address {superlink} --certs {certs}")
+    for _, public in pairs:
+        say(f"flwr supernode register {public} {connection}")
+    for i, (private, _) in enumerate(pairs):
+        say(f"\n# {3 + i}. on SuperNode machine {i} (copy {certs}/ca.crt and {private} there)\n"
+            f"flower-supernode --root-certificates {certs}/ca.crt --superlink {superlink} "
+            f"--auth-supernode-private-key {private} --node-config \"partition-id={i} num-partitions={nodes}\"")
+    say(f"\n# {3 + nodes}. run a strategy with {nodes} clients (from the clsim project folder)\n"
+        f"flwr run . {connection} --stream --run-config \"scenario='scenarios/SCENARIO.yaml' strategy='NAME' "
+        f"output='results'\"")
 
 
 @app.command()
