@@ -68,7 +68,7 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens=None, device: str = 
     rec = Recorder(job, tokens.names, run_dir, trainable_parameters(model), saved["recorder"] if saved else None)
     if resume:
         rec.resumes.append({"reason": "resume", "from_experience": len(rec.R), "from_round": done + 1})
-    fleet = Fleet(grid, fed.clients, fed.node_timeout, round_offset=done)
+    fleet = Fleet(grid, fed.clients, fed.node_timeout, round_offset=done, reply_timeout=fed.round_timeout)
     strategy = build_server_strategy(fed)
 
     def report(phase: str, i: int, done: int, total: int) -> None:
