@@ -1,4 +1,4 @@
-"""The ``clsim`` command line: run, validate, list, compare, bench, flower (certs, connection, keys).
+"""The ``clsim`` command line: run, validate, list, compare, bench, flower (certs, connection, keys, launch).
 
 Bad input of any kind (scenario, preset, data, model, arguments) prints one line naming the
 file, the field and what was expected, and exits with code 2 — never a traceback.
@@ -352,11 +352,15 @@ def flower_keys(
     connection: str = typer.Option("clsim", "--connection", help="Name of the flwr connection to the SuperLink."),
 ):
     """Make one SuperNode authentication key pair per node and print the commands for each machine."""
-    from clsim.federated.keys import make_node_keys
+    from clsim.federated.keys import make_node_keys, node_key_paths
 
     host, _, port = superlink.rpartition(":")
     if not host or not port.isdigit():
         raise ConfigError(None, "--superlink", f"expected HOST:PORT, got {superlink!r}")
+    existing = [f for i in range(nodes) for f in node_key_paths(out_dir, i) if f.exists()]
+    if existing:  # a registered key would silently stop working
+        raise ConfigError(None, "DIR", f"{existing[0]} exists; keys are not overwritten (remove them or choose "
+                                       "another folder)")
     pairs = make_node_keys(out_dir, nodes)
     say = functools.partial(console.print, highlight=False, soft_wrap=True)
     say(f"[green]wrote[/] {nodes} key pair(s) in {out_dir}: private node<i> (keep it on node i only), public node<i>.pub")
@@ -378,6 +382,71 @@ def flower_keys(
     say(f"\n# {3 + nodes}. run a strategy with {nodes} clients (from the clsim project folder)\n"
         f"flwr run . {connection} --stream --run-config \"scenario='scenarios/SCENARIO.yaml' strategy='NAME' "
         f"output='results'\"")
+
+
+@flower_app.command("launch")
+@friendly_errors
+def flower_launch(
+    scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml", help="Scenario file."),
+    strategy: str = typer.Option(..., "--strategy", help="A federated strategy of the scenario."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="SuperNodes to start: one per client "
+                                                                     "[default: the strategy's clients]."),
+    output: Optional[Path] = typer.Option(None, help="Output root; the run goes to OUTPUT/<scenario>/<run id>/ "
+                                                     "[default: results]."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plaintext, and no SuperNode authentication (Flower "
+                                                            "allows it only over TLS)."),
+    run_id: Optional[str] = typer.Option(None, help="Name of the run folder (default: UTC timestamp)."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="The SuperLink's port on 127.0.0.1 "
+                                                                   "[default: a free one]."),
+    keys: Optional[Path] = typer.Option(None, help="Use these key pairs (`clsim flower keys`) instead of fresh ones."),
+    certs: Optional[Path] = typer.Option(None, help="Use these certificates (`clsim flower certs`) instead of "
+                                                    "fresh ones."),
+):
+    """Run a federated strategy on real Flower processes on this machine (SuperLink with TLS and SuperNode auth, one SuperNode per client, flwr run), then stop them all.
+
+    Certificates, node keys, a private FLWR_HOME and the Flower logs go to <run>/flower/; results
+    to OUTPUT/<scenario>/<run id>/ as with `clsim run`."""
+    import signal
+
+    from clsim.federated.deploy import execute, prepare_launch
+    from clsim.federated.processes import DeployError
+    from clsim.runner import elapsed
+
+    t0 = time.perf_counter()
+    launch = prepare_launch(scenario_file, strategy, nodes, output, insecure, run_id, port, keys, certs)
+    console.print(f"[bold]{launch.job.scenario.name}[/] / {launch.job.name} on {launch.nodes} SuperNodes -> "
+                  f"{launch.run_dir}", highlight=False)
+
+    def echo(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    saved = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = execute(launch, echo)
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: every Flower process stopped; results so far in {launch.run_dir}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(130)
+    except DeployError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    finally:
+        signal.signal(signal.SIGTERM, saved)
+    console.print(f"wall time {elapsed(t0)}")
+    if result.leftovers:
+        err_console.print(f"[bold red]warning:[/] processes {result.leftovers} outlived the stop", highlight=False)
+    if not result.complete:
+        err_console.print(f"[bold red]incomplete:[/] {escape(result.error or 'the run did not finish')}; results so "
+                          f"far in {result.run_dir}; Flower logs in {launch.flower_dir}", highlight=False,
+                          soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"results:     {result.run_dir}/summary.md, {result.run_dir}/{result.strategy}/metrics.json")
+    console.print(f"Flower logs: {launch.flower_dir}")
+    console.print(f"TensorBoard: tensorboard --logdir {result.run_dir}")
 
 
 @app.command()

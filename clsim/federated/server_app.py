@@ -134,12 +134,29 @@ def server_app_for(job: Job, run_dir: str | Path, tokens=None, device: str = "cp
     return server
 
 
+DEPLOYMENT_DIR = "flower"  # what `clsim flower launch` keeps in the run folder (certs, keys, logs)
+
+
+def record_stop(run_dir: str | Path, name: str, reason: str) -> None:
+    """A strategy stopped before its end: summary.csv/.md show its numbers so far, marked incomplete
+    (its metrics.json stays as written after its last finished experience)."""
+    from clsim.runner import partial_doc, summary_row
+    from clsim.sinks import write_summary
+
+    doc = partial_doc(Path(run_dir), name, reason)
+    write_summary(run_dir, [summary_row(doc)], incomplete=[name] if not doc.get("complete") else [])
+
+
 app = ServerApp()
 
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """``flwr run``: the run config names ``scenario`` (file), ``strategy`` and ``output``."""
+    """``flwr run``: the run config names ``scenario`` (file), ``strategy``, ``output`` and ``run-id``.
+
+    The run folder must be new, or hold only the ``flower/`` folder of ``clsim flower launch``.
+    If the run stops early the summary marks the strategy incomplete and the log says why
+    (``clsim: stopped: ...``) before the error goes back to Flower."""
     import torch
     import yaml
 
@@ -150,10 +167,19 @@ def main(grid: Grid, context: Context) -> None:
 
     cfg = context.run_config
     job = load_job(str(cfg["scenario"]), str(cfg.get("strategy", "")) or None, search=(APP_ROOT,))
-    run_dir = new_run_dir(Path(str(cfg.get("output", "results"))), job.scenario, str(cfg.get("run-id", "")) or None)
+    output, run_id = Path(str(cfg.get("output", "results"))), str(cfg.get("run-id", "")) or None
+    run_dir = output / job.scenario.name / str(run_id)
+    if not (run_id and run_dir.is_dir() and {p.name for p in run_dir.iterdir()} == {DEPLOYMENT_DIR}):
+        run_dir = new_run_dir(output, job.scenario, run_id)  # else: made by `clsim flower launch`
     atomic_write_text(run_dir / "scenario.yaml", yaml.safe_dump(scenario_to_dict(job.scenario), sort_keys=False))
     log.info("clsim: %s / %s -> %s", job.scenario.name, job.name, run_dir)
-    doc = serve(grid, job, run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        doc = serve(grid, job, run_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        record_stop(run_dir, job.name, reason)
+        log.error("clsim: stopped: %s (results so far in %s)", reason, run_dir)
+        raise
     write_summary(run_dir, [summary_row(doc)])
     log.info("clsim: acc %.3f, forgetting %s, %d rounds, %d failed replies; results in %s",
              doc.get("acc", float("nan")), doc.get("forgetting"), doc["rounds"], doc["failures"], run_dir)
