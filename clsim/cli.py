@@ -421,16 +421,19 @@ def flower_launch(
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
-    def on_sigterm(signum, frame):
+    terminated = []
+
+    def on_sigterm(signum, frame):  # `kill`, a batch system's time limit: stop as Ctrl-C does
+        terminated.append(signum)
         raise KeyboardInterrupt("SIGTERM")
 
     saved = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         result = execute(launch, echo)
     except KeyboardInterrupt:
-        err_console.print(f"interrupted: every Flower process stopped; results so far in {launch.run_dir}",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(130)
+        err_console.print(f"{'terminated' if terminated else 'interrupted'}: every Flower process stopped; "
+                          f"results so far in {launch.run_dir}", highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if terminated else 130)
     except DeployError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
