@@ -1,11 +1,7 @@
-"""The ``clsim`` command line: run, validate, list, compare, bench, flower (certs, connection).
-
-Bad input of any kind (scenario, preset, data, model, arguments) prints one line naming the
-file, the field and what was expected, and exits with code 2 — never a traceback.
-"""
+"""The ``clsim`` command line: run, validate, list, compare, bench; ``flower …`` lives in
+``clsim.cli_flower``. Errors print as one line and exit 2 (``clsim.console``)."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 import threading
@@ -14,67 +10,25 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 import typer.core
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clsim import cli_flower
 from clsim.config import ConfigError, available_presets, describe, resolve
+from clsim.console import OneLineErrors, console, elapsed, err_console, friendly_errors
 from clsim.data import build_stream
 from clsim.federated.schema import FEDERATED
 from clsim.results import fmt, new_run_dir, read_plan
-from clsim.sinks import write_json
 from clsim.results import table as results_table
-
-console = Console(width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True)
-
-
-class OneLineErrors(typer.core.TyperGroup):
-    """Bad command-line arguments (unknown option or command, bad or missing value) print one
-    line naming the command and the option, and exit 2 — like bad scenario files."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as exc:  # bare `clsim`: the help, as click shows it
-            exc.show()
-            sys.exit(exc.exit_code)
-        except click.ClickException as exc:
-            where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) else ""
-            message = " ".join(exc.format_message().split())
-            err_console.print(f"[bold red]error:[/] {escape(where + message)}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            err_console.print("aborted", highlight=False)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
-
+from clsim.sinks import write_json
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Continual and federated learning on drifting text streams.")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def friendly_errors(fn):
-    """Turn a ConfigError into one line on stderr and exit code 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as exc:
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
+app.add_typer(cli_flower.app, name="flower")
 EXTENSIONS = (FEDERATED,)  # preset blocks beyond template + plugins that `clsim` knows
 
 
@@ -119,11 +73,6 @@ def _table(title: str, docs: list[dict], labels: list[str] | None = None) -> Tab
     for r in rows:
         table.add_row(*(fmt(v, c.kind) for v, c in zip(r, cols)))
     return table
-
-
-def _elapsed(t0: float) -> str:
-    s = time.perf_counter() - t0
-    return f"{s / 60:.1f} min" if s > 90 else f"{s:.1f} s"
 
 
 def _exit(code: int) -> None:
@@ -200,7 +149,7 @@ def run(
                           highlight=False, soft_wrap=True)
         _exit(143 if TERMINATED else 130)
     console.print(_table("summary (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)", docs))
-    console.print(f"wall time {_elapsed(t0)}")
+    console.print(f"wall time {elapsed(t0)}")
     console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
     unfinished = [d for d in docs if not d.get("complete")]
@@ -268,53 +217,6 @@ def compare(
 
 
 # ----------------------------------------------------------------------------- clsim flower …
-flower_app = typer.Typer(no_args_is_help=True, help="Run a scenario's federated strategy on real Flower processes "
-                                                    "(SuperLink + SuperNodes + `flwr run`; see the README).")
-app.add_typer(flower_app, name="flower")
-
-
-@flower_app.command("certs")
-@friendly_errors
-def flower_certs(
-    out_dir: Path = typer.Argument(..., metavar="DIR", help="Folder for ca.crt, server.pem, server.key (created)."),
-    name: Optional[list[str]] = typer.Option(None, "--name", help="Extra host name or IP the SuperLink is reached "
-                                                                  "at (localhost, 127.0.0.1, ::1 always included)."),
-    days: int = typer.Option(365, min=1, help="Validity in days."),
-):
-    """Make a local CA and a SuperLink certificate for TLS on loopback (or the names given)."""
-    from clsim.federated.certs import make_certs  # here: cryptography's import is slow for the other commands
-
-    paths = make_certs(out_dir, name or (), days)
-    console.print(f"[green]wrote[/] {paths['ca_cert']}, {paths['cert']}, {paths['key']} "
-                  f"(and the CA key {paths['ca_key']})")
-    console.print(f"  SuperLink:  --ssl-ca-certfile {paths['ca_cert']} --ssl-certfile {paths['cert']} "
-                  f"--ssl-keyfile {paths['key']}", highlight=False, soft_wrap=True)
-    console.print(f"  SuperNodes: --root-certificates {paths['ca_cert']}", highlight=False, soft_wrap=True)
-    console.print(f"  flwr:       clsim flower connection NAME --address HOST:PORT --certs {out_dir}", highlight=False,
-                  soft_wrap=True)
-
-
-@flower_app.command("connection")
-@friendly_errors
-def flower_connection(
-    name: str = typer.Argument(..., help="Connection name, as in `flwr run . NAME`."),
-    address: str = typer.Option("127.0.0.1:8000", help="The SuperLink's HOST:PORT (flower-superlink --port, "
-                                                        "8000 by default)."),
-    certs: Optional[Path] = typer.Option(None, help="Folder from `clsim flower certs` (TLS with its ca.crt)."),
-    insecure: bool = typer.Option(False, "--insecure", help="Plaintext instead of TLS (must be explicit)."),
-    default: bool = typer.Option(False, "--default", help="Also make it the default connection."),
-):
-    """Add or replace a SuperLink connection in Flower's config ($FLWR_HOME/config.toml)."""
-    from clsim.federated.launch import write_connection  # here: Flower takes seconds to import
-
-    if bool(certs) == insecure:
-        raise ConfigError(None, "--certs/--insecure", "give exactly one: --certs DIR for TLS, or --insecure")
-    if certs is not None and not (certs / "ca.crt").is_file():
-        raise ConfigError(None, "--certs", f"{certs / 'ca.crt'} not found; make it with `clsim flower certs {certs}`")
-    path = write_connection(name, address, certs / "ca.crt" if certs else None, default)
-    console.print(f"[green]ok[/] connection {name!r} -> {address} ({'TLS' if certs else 'insecure'}) in {path}")
-
-
 @app.command()
 @friendly_errors
 def bench(

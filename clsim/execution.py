@@ -26,7 +26,6 @@ from clsim.results import finished_docs, partial_doc, write_hparams_experiment, 
 from clsim.runner import execute as run_actors
 from clsim.runner import one_line, start_ray
 
-
 LOG_FILE = "run.log"
 # libraries whose notices are not for a clsim user's console: transformers' weight-loading
 # reports, Ray's start-up notices, Python warnings raised inside libraries

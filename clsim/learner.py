@@ -23,8 +23,15 @@ from torch.utils.data import Dataset
 
 from clsim.config import ConfigError, Scenario, StrategyPlan
 from clsim.evaluation import evaluate_features_row, evaluate_row
-from clsim.models import (FeatureHead, PadCollate, TokenizedSplit, TokenizedStream, build_model, pooled_features,
-                          trainable_parameters)
+from clsim.models import (
+    FeatureHead,
+    PadCollate,
+    TokenizedSplit,
+    TokenizedStream,
+    build_model,
+    pooled_features,
+    trainable_parameters,
+)
 from clsim.strategies import build_strategy
 from clsim.strategies import state as cl_state
 from clsim.strategies.plugins import ProbePlugin

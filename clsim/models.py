@@ -28,6 +28,7 @@ from clsim.config import ConfigError, ModelConfig
 from clsim.config.pretrained import TINY_CONFIG, resolve_pretrained
 from clsim.precision import autocast
 
+
 @lru_cache(maxsize=4)
 def load_tokenizer(name: str, file: str | None = None):
     return AutoTokenizer.from_pretrained(str(resolve_pretrained(name, file)))

@@ -23,7 +23,7 @@ import yaml
 
 from clsim import metrics as M
 from clsim.config import ConfigError, Extension, Plan, scenario_to_dict
-from clsim.sinks import TensorBoardSink, atomic_write_text, hparams_summaries, hparam_values, write_csv, write_json
+from clsim.sinks import TensorBoardSink, atomic_write_text, hparam_values, hparams_summaries, write_csv, write_json
 
 PLAN_FILE = "plan.json"
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
-
 from conftest import scenario_dict
+from typer.testing import CliRunner
 
 BAD = Path(__file__).parent / "bad_scenarios"
 FILES = sorted(BAD.glob("*.yaml"))

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from clsim.bench import GOALS
 from clsim.cli import app
-from clsim.config import StrategyRef
 
 
 def _learner(make_scenario, tokens_for, preset="naive", **kw):
-    from clsim.learner import Learner
     from conftest import resolve
+
+    from clsim.learner import Learner
 
     model = kw.pop("model", {"pretrained": "tiny", "finetune": "full", "max_length": 32})
     train = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, **kw.pop("train", {})}

@@ -15,13 +15,13 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import plan_of, resolve
 from flwr.app import ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 
-from clsim.config import ConfigError, Scenario, StrategyRef
+from clsim.config import ConfigError, Scenario
 from clsim.federated.arrays import load_record, record_bytes, to_record
 from clsim.federated.job import Job, federated_job
-from conftest import plan_of, resolve
 
 FEDERATED = ["fedavg", "fedavg_replay", "fedavg_ewc", "fedprox"]
 
@@ -352,14 +352,70 @@ def test_a_missing_node_ends_the_run_with_a_clear_message_not_a_hang():
     assert time.monotonic() - t0 < 30
 
 
+def test_connected_nodes_slower_to_answer_than_node_timeout_still_join():
+    """On real SuperNodes the join query's reply waits for a fresh ClientApp process (torch,
+    Avalanche): connected nodes get the reply deadline, not node_timeout, to answer."""
+    from clsim.federated.fleet import Fleet
+
+    class SlowGrid(LoopbackGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            if timeout is not None and timeout < 1.5:  # replies take 1.5 s, longer than node_timeout
+                time.sleep(timeout)
+                return []
+            time.sleep(1.5)
+            return super().send_and_receive(messages, timeout=timeout)
+
+    job = resolve_job(fed_scenario(), None)
+    fleet = Fleet(SlowGrid([1, 0], 2), 2, node_timeout=1, poll=0.2, reply_timeout=60)
+    fleet.discover(job.to_record())
+    assert sorted(fleet.partition_of.values()) == [0, 1]
+
+
+def test_a_node_the_superlink_declares_unavailable_is_one_failure_of_its_own_partition():
+    """A SuperNode that stops sending heartbeats: the SuperLink answers its messages itself with
+    "Node Unavailable" (from the SuperLink's node id); the failure belongs to that node's partition."""
+    from flwr.app import Error
+    from flwr.common.constant import SUPERLINK_NODE_ID
+
+    from clsim.federated.fleet import Fleet
+
+    class DeadNodeGrid(LoopbackGrid):
+        dead: int | None = None
+
+        def send_and_receive(self, messages, *, timeout=None):
+            replies = []
+            for m in messages:
+                m.metadata.__dict__["_message_id"] = m.object_id  # as the SuperLink's grid does on push
+                if m.metadata.dst_node_id == self.dead:
+                    r = Message(Error(code=5, reason="Error: Node Unavailable"), reply_to=m)
+                    r.metadata.__dict__["_src_node_id"] = SUPERLINK_NODE_ID
+                    replies.append(r)
+                else:
+                    replies.extend(super().send_and_receive([m], timeout=timeout))
+            return replies
+
+    job = resolve_job(fed_scenario(), None)
+    grid = DeadNodeGrid([0, 1], 2)
+    fleet = Fleet(grid, 2, node_timeout=5)
+    fleet.discover(job.to_record())
+    grid.dead = next(n for n, pid in fleet.partition_of.items() if pid == 1)
+    msgs = [Message(RecordDict({"arrays": to_record(global_model(job)), "config": ConfigRecord({"server-round": 1})}),
+                    dst_node_id=n, message_type=MessageType.TRAIN) for n in fleet.get_node_ids()]
+    replies = fleet.send_and_receive(msgs, timeout=60)
+    assert len(replies) == 2 and replies[1].has_error()  # in partition order: the failure is partition 1's
+    t = fleet.rounds[1]
+    assert [(f["client"], f["reason"]) for f in t.failures] == [(1, "Error: Node Unavailable")]
+    assert sorted(t.replies["train"]) == [0]
+
+
 # ----------------------------------------------------------------------------- simulated on Ray
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     """``runner.execute`` on a 2-client, 2-experience federated strategy where client 1 fails in
     round 2: Flower's simulation engine on the Ray clsim starts."""
     from clsim.data import build_stream
-    from clsim.models import tokenize_stream
     from clsim.execution import execute
+    from clsim.models import tokenize_stream
 
     sc = fed_scenario(fail={"client": 1, "round": 2})
     run_dir = tmp_path_factory.mktemp("fed_run")

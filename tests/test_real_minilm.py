@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import resolve
 
-from clsim.config import Scenario, StrategyRef
+from clsim.config import Scenario
 from clsim.data import build_stream
 from clsim.learner import Learner
 from clsim.models import tokenize_stream
-from conftest import resolve
 
 pytestmark = pytest.mark.slow
 

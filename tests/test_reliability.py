@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import plan_of, resolve, scenario_dict
 
 CORE = ["naive", "cumulative", "replay", "ewc", "lwf", "periodic_refinetune"]
@@ -363,8 +362,8 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     naive is unaffected."""
     from clsim.config import Scenario
     from clsim.data import build_stream
-    from clsim.models import tokenize_stream
     from clsim.execution import execute
+    from clsim.models import tokenize_stream
 
     data = scenario_dict(strategies=["naive", "replay"])
     data["stream"]["experiences"] = ["food", "tech", "travel", "movies", "sports"]

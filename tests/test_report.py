@@ -7,12 +7,12 @@ import json
 import shutil
 
 import pytest
+from conftest import plan_of
 from typer.testing import CliRunner
 
 from clsim import report
 from clsim.cli import app
 from clsim.results import write_hparams_experiment, write_summary
-from conftest import plan_of
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,14 +1,10 @@
 """Sinks: TensorBoard event files read back, atomic writes."""
-import csv
-import io
 import json
-import math
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 

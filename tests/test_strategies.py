@@ -6,12 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from clsim.config import ConfigError, StrategyRef
-from clsim.learner import Learner
-from clsim.config import available_presets
 from conftest import resolve
+
 from clsim import metrics as M
+from clsim.config import ConfigError, StrategyRef, available_presets
+from clsim.learner import Learner
 
 CORE = ["naive", "cumulative", "replay", "ewc", "lwf", "periodic_refinetune"]
 N_TRAIN = 48

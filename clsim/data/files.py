@@ -21,7 +21,6 @@ import pandas as pd
 from clsim.config import ConfigError, FileStream
 from clsim.data.pool import Pool
 
-
 log = logging.getLogger(__name__)
 
 READERS = {

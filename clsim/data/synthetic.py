@@ -26,7 +26,6 @@ import numpy as np
 from clsim.config import ConfigError, SyntheticStream
 from clsim.data.pool import Pool, derive_seed
 
-
 LABELS = ["negative", "neutral", "positive"]
 NEG, NEU, POS = 0, 1, 2
 

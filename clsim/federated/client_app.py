@@ -81,7 +81,9 @@ def join(msg: Message, context: Context) -> Message:
 
 
 def _learner(job: Job, tokens):
-    from clsim.learner import Learner  # here: a SuperNode runs each message in a fresh process; only train needs Avalanche
+    from clsim.learner import (
+        Learner,  # here: a SuperNode runs each message in a fresh process; only train needs Avalanche
+    )
 
     return Learner(job.scenario, job.spec, tokens, device=_device())
 

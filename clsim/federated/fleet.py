@@ -3,15 +3,18 @@
 ``Fleet`` wraps the Grid the ServerApp was given and hands it to the (unchanged) strategy:
 
 - ``discover`` sends every SuperNode the job in a ``query`` message and learns its
-  ``partition-id``; it gives up with a clear message if the clients' nodes do not all join
-  within ``node_timeout`` seconds (Flower's own node sampling would wait forever).
+  ``partition-id``; it gives up with a clear message if the clients' nodes do not all connect
+  within ``node_timeout`` seconds (Flower's own node sampling would wait forever). Connected
+  nodes get ``reply_timeout`` to answer (a real SuperNode starts a process per message).
 - ``get_node_ids`` lists the clients' nodes ordered by partition id, so a strategy's seeded
   sampling picks the same clients in every run; it raises after ``node_timeout`` seconds
   short of nodes instead of letting the strategy wait forever.
 - ``send_and_receive`` counts the bytes of every record sent and received per round, and keeps
-  each client's reply metrics and every error reply (a client that raised), so the round
-  still aggregates the rest and the failure is counted and logged. Replies go back to the
-  strategy in partition order, so aggregation sums in the same order in every run.
+  each client's reply metrics and every error reply (a client that raised, or a node the
+  SuperLink declared unavailable after it missed its heartbeats), so the round still
+  aggregates the rest and the failure is counted and logged, once, under the client's id.
+  Replies go back to the strategy in partition order, so aggregation sums in the same order
+  in every run.
 - ``round_offset`` (a resumed run): Flower's ``Strategy.start`` counts rounds from 1, so the
   Fleet adds the rounds already done to every message's ``server-round``; clients and the
   round log see the federation's real round.
@@ -55,9 +58,20 @@ def _server_round(messages: list[Message]) -> int:
     return 0
 
 
+def _sender(reply: Message, sent: list[Message]) -> int:
+    """The node a reply is about. An error the SuperLink makes for a node that went offline
+    ("Node Unavailable") comes from the SuperLink itself: find the node it was sent to."""
+    to = {m.metadata.message_id: m.metadata.dst_node_id for m in sent if m.metadata.message_id}
+    if reply.has_error() and reply.metadata.reply_to_message_id in to:
+        return to[reply.metadata.reply_to_message_id]
+    return reply.metadata.src_node_id
+
+
 class Fleet(Grid):
-    def __init__(self, grid: Grid, clients: int, node_timeout: float, poll: float = 0.5, round_offset: int = 0):
+    def __init__(self, grid: Grid, clients: int, node_timeout: float, poll: float = 0.5, round_offset: int = 0,
+                 reply_timeout: float | None = None):
         self.grid, self.clients, self.node_timeout, self.poll = grid, clients, node_timeout, poll
+        self.reply_timeout = reply_timeout  # for the join query's replies (None: node_timeout)
         self.round_offset = round_offset
         self.partition_of: dict[int, int] = {}  # node id -> partition id
         self.info: dict[int, dict] = {}  # partition id -> what the client reported when joining
@@ -66,15 +80,24 @@ class Fleet(Grid):
 
     # ------------------------------------------------------------------ joining
     def discover(self, job: ConfigRecord) -> None:
-        """Send the job to every SuperNode until partitions 0..clients-1 have all joined."""
+        """Send the job to every SuperNode until partitions 0..clients-1 have all joined.
+
+        ``node_timeout`` bounds the wait for nodes that have not connected. A connected node
+        answers once its ClientApp has started — on a real SuperNode a fresh process importing
+        torch, which can outlast a small ``node_timeout`` — so its reply gets ``reply_timeout``
+        (the round deadline), and the time spent waiting for replies does not count against
+        the nodes still missing."""
         deadline = time.monotonic() + self.node_timeout
         while True:
             new = [n for n in self.grid.get_node_ids() if n not in self.partition_of]
             if new:
                 msgs = [Message(RecordDict({"job": job}), message_type=MessageType.QUERY, dst_node_id=n) for n in new]
-                left = max(1.0, deadline - time.monotonic())
-                for reply in self.grid.send_and_receive(msgs, timeout=left):
-                    self._join(reply)
+                t0 = time.monotonic()
+                timeout = self.reply_timeout or max(1.0, deadline - t0)
+                for reply in self.grid.send_and_receive(msgs, timeout=timeout):
+                    self._join(reply, _sender(reply, msgs))
+                if self.reply_timeout:
+                    deadline += time.monotonic() - t0
             missing = sorted(set(range(self.clients)) - set(self.partition_of.values()))
             if not missing:
                 return
@@ -85,8 +108,7 @@ class Fleet(Grid):
                     f"--node-config \"partition-id=<i> num-partitions={self.clients}\", or raise node_timeout)")
             time.sleep(self.poll)
 
-    def _join(self, reply: Message) -> None:
-        node = reply.metadata.src_node_id
+    def _join(self, reply: Message, node: int) -> None:
         if reply.has_error():
             raise FederationError(f"SuperNode {node} could not join: {reply.error.reason}")
         info = dict(next(iter(reply.content.config_records.values())))
@@ -150,16 +172,17 @@ class Fleet(Grid):
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         t.seconds[kind] = t.seconds.get(kind, 0.0) + time.perf_counter() - t0
         got = t.replies.setdefault(kind, {})
+        pid_of = {id(r): self.partition_of.get(_sender(r, messages), -1) for r in replies}
         for r in replies:
-            pid = self.partition_of.get(r.metadata.src_node_id, -1)
+            pid = pid_of[id(r)]
             if r.has_error():
                 t.failures.append({"client": pid, "type": kind, "reason": r.error.reason})
                 continue
             t.bytes_up += record_bytes(r.content)
             metrics = next(iter(r.content.metric_records.values()), None)
             got[pid] = dict(metrics) if metrics is not None else {}
-        replies.sort(key=lambda r: self.partition_of.get(r.metadata.src_node_id, -1))
-        answered = {self.partition_of.get(r.metadata.src_node_id, -1) for r in replies}
+        replies.sort(key=lambda r: pid_of[id(r)])
+        answered = set(pid_of.values())
         for pid in sorted(set(t.sent[kind]) - answered):
             t.failures.append({"client": pid, "type": kind, "reason": f"no reply within {timeout} s"})
         failed = [f for f in t.failures if f["type"] == kind]

@@ -12,9 +12,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from clsim.config import ConfigError, Strict as _Strict, signatures, validation_to_error
+from clsim.config import ConfigError, signatures, validation_to_error
+from clsim.config import Strict as _Strict
 
 SERVER_MODULE = "flwr.serverapp.strategy"
 # Arguments clsim supplies or that take callables; a preset may not set them.

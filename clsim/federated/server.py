@@ -52,7 +52,7 @@ class FederatedServer:
         sc, fed = job.scenario, job.fed
         self.life, self.job, self.fed, self.tokens, self.device = life, job, fed, tokens, device
         self.model = build_model(sc.model, len(tokens.label_names), sc.seed).to(device)
-        self.fleet = Fleet(grid, fed.clients, fed.node_timeout)
+        self.fleet = Fleet(grid, fed.clients, fed.node_timeout, reply_timeout=fed.round_timeout)
         self.strategy = build_server_strategy(fed)
         self.arrays = to_record(self.model)
         self.round = 0  # rounds finished

@@ -15,16 +15,15 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from clsim.data import build_stream
-from clsim.federated.job import Job, load_job
+from clsim.federated.job import Job, federated_job, load_job
+from clsim.federated.processes import APP_ROOT
+from clsim.federated.schema import FEDERATED
 from clsim.federated.server import serve
 from clsim.lifecycle import ProgressFn
 from clsim.models import tokenize_stream
-from clsim.results import new_run_dir, write_plan, write_summary
+from clsim.results import new_run_dir, partial_doc, read_plan, write_plan, write_summary
 
 log = logging.getLogger("flwr")
-APP_ROOT = Path(__file__).resolve().parents[2]  # the project (or installed Flower App) folder
-
-
 def server_app_for(job: Job, run_dir: str | Path, tokens, device: str = "cpu", progress: ProgressFn | None = None,
                    result: dict | None = None, resume: bool = False) -> ServerApp:
     """A ServerApp running ``job`` (for ``run_simulation``); its document lands in ``result["doc"]``."""
@@ -44,15 +43,30 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """``flwr run``: the run config names ``scenario`` (file), ``strategy``, ``output`` and ``run-id``."""
+    """``flwr run``: the run config names the resolved ``plan`` in a run folder (what ``clsim flower
+    launch`` writes), or a ``scenario`` file with ``output`` and ``run-id`` for a new run folder;
+    and the ``strategy``. If the run stops early the summary marks the strategy incomplete and the
+    log says why (``clsim: stopped: ...``) before the error goes back to Flower."""
     cfg = context.run_config
-    job = load_job(str(cfg["scenario"]), str(cfg.get("strategy", "")) or None, search=(APP_ROOT,))
+    strategy = str(cfg.get("strategy", "")) or None
+    if str(cfg.get("plan", "")):
+        plan_file = Path(str(cfg["plan"]))
+        job, run_dir = federated_job(read_plan(plan_file.parent, (FEDERATED,)), strategy), plan_file.parent
+    else:
+        job = load_job(str(cfg["scenario"]), strategy, search=(APP_ROOT,))
+        run_dir = new_run_dir(Path(str(cfg.get("output", "results"))), job.scenario.name,
+                              str(cfg.get("run-id", "")) or None)
+        write_plan(job.plan.only([job.name]), run_dir)
     sc = job.scenario
-    run_dir = new_run_dir(Path(str(cfg.get("output", "results"))), sc.name, str(cfg.get("run-id", "")) or None)
-    write_plan(job.plan.only([job.name]), run_dir)
     log.info("clsim: %s / %s -> %s", sc.name, job.name, run_dir)
     tokens = tokenize_stream(build_stream(sc.stream, sc.seed, job.plan.file), sc.model)
-    doc = serve(grid, job, run_dir, tokens, device="cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        doc = serve(grid, job, run_dir, tokens, device="cuda" if torch.cuda.is_available() else "cpu")
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        write_summary(run_dir, [partial_doc(run_dir, job.name, reason)])  # marked incomplete
+        log.error("clsim: stopped: %s (results so far in %s)", reason, run_dir)
+        raise
     write_summary(run_dir, [doc])
     log.info("clsim: acc %.3f, forgetting %s, %d rounds, %d failed replies; results in %s",
              doc.get("acc", float("nan")), doc.get("forgetting"), doc["rounds"], doc["failures"], run_dir)

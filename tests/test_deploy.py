@@ -1,0 +1,280 @@
+"""``clsim flower launch`` / ``clsim flower keys``: a federated strategy on real Flower processes.
+
+Fast tests: the key files are what Flower's own loaders accept; ``keys`` prints every machine's
+command; bad input (too few nodes, unknown strategy, a missing key file, a port in use, keys
+without TLS) exits 2 with one line before any process starts or any folder is made.
+
+Slow tests (``-m slow``) start a real SuperLink with TLS and SuperNode authentication, real
+SuperNodes and ``flwr run`` on the smoke federation, then assert that every process started —
+and every descendant seen, such as the SuperLink's ``flower-superexec`` in its own session —
+has stopped:
+
+- the CLI end to end (the results layout of ``clsim run``, auth on, the CA key gone);
+- an unregistered SuperNode claiming a partition is refused and never runs a ClientApp, while
+  the registered ones train both partitions;
+- a SuperNode SIGKILLed after round 1: the run never hangs, and what it wrote stays consistent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from clsim.cli import app as cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "scenarios" / "smoke_fed.yaml"
+RUN_TIMEOUT_S = 600
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def flower_processes_under(path: Path) -> list[int]:
+    """Running processes whose command line mentions ``path`` (nothing should, after a refusal)."""
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if any(str(path) in a for a in (p.info["cmdline"] or [])):
+            found.append(p.info["pid"])
+    return found
+
+
+def assert_stopped(started: dict[int, str]) -> None:
+    """Every PID the launch started or saw descend from it is gone (or a zombie awaiting its reaper)."""
+    alive = []
+    for pid, name in started.items():
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                alive.append((pid, name))
+        except psutil.NoSuchProcess:
+            pass
+    assert not alive, f"still running after the launch: {alive}"
+
+
+# --------------------------------------------------------------------------- keys
+def test_node_keys_are_what_flower_loads(tmp_path):
+    from cryptography.hazmat.primitives.serialization import load_ssh_private_key
+    from flwr.cli.supernode.register import try_load_public_key
+
+    from clsim.federated.keys import make_node_keys
+
+    pairs = make_node_keys(tmp_path, 2)
+    for private, public in pairs:
+        assert try_load_public_key(public)  # what `flwr supernode register` does with the file
+        key = load_ssh_private_key(private.read_bytes(), None)  # what flower-supernode does
+        assert key.curve.name == "secp384r1"
+        assert private.stat().st_mode & 0o077 == 0, "a private key must be readable by its owner only"
+    assert pairs[0][1].read_text() != pairs[1][1].read_text()
+
+
+def test_keys_command_prints_every_machines_command(tmp_path):
+    res = invoke("flower", "keys", tmp_path / "keys", "--nodes", 2, "--superlink", "10.0.0.5:8000",
+                 "--certs", tmp_path / "certs")
+    assert res.exit_code == 0, res.output
+    out = " ".join(res.output.split())
+    assert (tmp_path / "keys" / "node1").is_file() and (tmp_path / "keys" / "node1.pub").is_file()
+    assert f"clsim flower certs {tmp_path / 'certs'} --name 10.0.0.5" in out  # certs do not exist yet
+    assert "--enable-supernode-auth --host 0.0.0.0 --port 8000" in out
+    for i in range(2):
+        assert f"flwr supernode register {tmp_path / 'keys' / f'node{i}.pub'} clsim" in out
+        assert (f"--auth-supernode-private-key {tmp_path / 'keys' / f'node{i}'} "
+                f'--node-config "partition-id={i} num-partitions=2"') in out
+    assert "--superlink 10.0.0.5:8000" in out and "flwr run . clsim --stream" in out
+    before = (tmp_path / "keys" / "node0.pub").read_text()
+    line = error_line(invoke("flower", "keys", tmp_path / "keys", "--nodes", 2))  # registered keys stay valid
+    assert "node0 exists" in line and (tmp_path / "keys" / "node0.pub").read_text() == before
+
+
+# --------------------------------------------------------------------------- bad input
+def _refused(tmp_path, *args: str) -> str:
+    line = error_line(invoke("flower", "launch", SMOKE, "--output", tmp_path / "out", *args))
+    assert not (tmp_path / "out").exists(), "a refused launch made a run folder"
+    assert flower_processes_under(tmp_path) == [], "a refused launch started a process"
+    return line
+
+
+def test_launch_refuses_fewer_nodes_than_clients(tmp_path):
+    line = _refused(tmp_path, "--strategy", "fedavg", "--nodes", "1")
+    assert "--nodes" in line and "1 SuperNode(s) for the 2 clients" in line
+
+
+def test_launch_refuses_an_unknown_strategy(tmp_path):
+    line = _refused(tmp_path, "--strategy", "fedsgd")
+    assert "--strategy" in line and "'fedsgd'" in line and "fedavg" in line
+    line = _refused(tmp_path, "--strategy", "naive")  # central, not federated
+    assert "'naive' is not a federated strategy" in line
+
+
+def test_launch_refuses_a_missing_key_file(tmp_path):
+    from clsim.federated.keys import make_node_keys
+
+    make_node_keys(tmp_path / "keys", 2)
+    (tmp_path / "keys" / "node1").unlink()
+    line = _refused(tmp_path, "--strategy", "fedavg", "--keys", tmp_path / "keys")
+    assert "--keys" in line and f"{tmp_path / 'keys' / 'node1'} not found" in line
+    (tmp_path / "keys" / "node1").write_text("not a key")
+    line = _refused(tmp_path, "--strategy", "fedavg", "--keys", tmp_path / "keys")
+    assert "not an OpenSSH EC key" in line
+
+
+def test_launch_refuses_a_port_in_use(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = _refused(tmp_path, "--strategy", "fedavg", "--port", str(port))
+    assert "--port" in line and f"port {port}" in line and "in use" in line
+
+
+def test_launch_refuses_keys_without_tls(tmp_path):
+    line = _refused(tmp_path, "--strategy", "fedavg", "--insecure", "--keys", tmp_path)
+    assert "only over TLS" in line
+
+
+# --------------------------------------------------------------------------- real processes
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypatch):
+    import clsim.federated.deploy as deploy
+
+    results = []
+    real_execute = deploy.execute
+    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(real_execute(*a, **k)) or results[-1])
+    flwr_home = tmp_path / "user_flwr_home"
+    monkeypatch.setenv("FLWR_HOME", str(flwr_home))  # the launch must not touch the user's Flower config
+
+    t0 = time.perf_counter()
+    res = invoke("flower", "launch", SMOKE, "--strategy", "fedavg", "--output", tmp_path / "out", "--run-id", "t")
+    seconds = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output[-4000:]
+    print(f"clsim flower launch scenarios/smoke_fed.yaml --strategy fedavg: {seconds:.0f} s")
+    (result,) = results
+    assert_stopped(result.started)
+    assert result.leftovers == []
+    started = set(result.started.values())
+    assert {"flower-superlink", "flower-supernode", "flwr", "flower-superexec", "flwr-serverapp"} <= started, started
+
+    run = tmp_path / "out" / "smoke_fed" / "t"
+    doc = json.loads((run / "fedavg" / "metrics.json").read_text())
+    assert doc["complete"] and doc["rounds"] == 2 and doc["failures"] == 0
+    assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
+    assert (run / "scenario.yaml").is_file() and "fedavg" in (run / "summary.csv").read_text()
+    assert "Incomplete" not in (run / "summary.md").read_text()
+    flower = run / "flower"
+    assert sorted(p.name for p in flower.glob("*.log")) == ["flwr_run.log", "superlink.log", "supernode0.log",
+                                                            "supernode1.log"]
+    assert (flower / "certs" / "ca.crt").is_file() and not (flower / "certs" / "ca.key").exists()
+    link = (flower / "superlink.log").read_text()
+    assert "SuperNode authentication is disabled" not in link and "Activated node_id" in link
+    assert sorted(result.node_ids) == [0, 1] and len(set(result.node_ids.values())) == 2
+    assert not flwr_home.exists(), "the launch wrote into the user's FLWR_HOME"
+    assert f"results:     {run}/summary.md" in res.output
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_unregistered_supernode_is_refused_and_never_trains(tmp_path):
+    from clsim.federated.deploy import execute, prepare_launch
+    from clsim.federated.keys import make_node_keys
+
+    (intruder_key, _), = make_node_keys(tmp_path / "intruder_keys", 1)  # never registered
+    seen = {}
+
+    def add_intruder(dep):
+        """A SuperNode with an unregistered key claiming partition 1 (served by a registered node)."""
+        proc = dep.start_supernode("intruder", 1, 2, intruder_key)
+        try:
+            proc.wait(60)  # refused at activation: it exits on its own
+        except Exception:
+            pass
+        seen["exit"] = proc.poll()
+        listed = dep.flwr("supernode", "list", "clsim", "--format", "json")
+        seen["nodes"] = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
+
+    launch = prepare_launch(SMOKE, "fedavg", output=tmp_path / "out", run_id="auth")
+    result = execute(launch, before_run=add_intruder)
+    assert_stopped(result.started)
+    assert result.leftovers == []
+
+    flower = launch.flower_dir
+    intruder_log = (flower / "intruder.log").read_text()
+    assert seen["exit"] not in (None, 0), intruder_log  # refused, and it said so
+    assert "Failed to activate SuperNode" in intruder_log
+    assert "SuperNode ID" not in intruder_log and "flwr-clientapp" not in intruder_log
+    assert "No SuperNode found with the given public key" in (flower / "superlink.log").read_text()
+    assert set(seen["nodes"]) == set(result.node_ids.values())  # only the two registered keys exist
+    assert set(seen["nodes"].values()) == {"online"}
+    commands = list(result.started.values())
+    assert commands.count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
+
+    assert result.complete, result.error
+    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
+    assert doc["failures"] == 0 and [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
+def test_supernode_killed_after_round_one_never_hangs(tmp_path):
+    """Flower marks a SuperNode offline when it misses heartbeats (2 x 30 s); messages to it then
+    come back as errors. The round in flight counts the failure and aggregates the other client;
+    the next round finds one node, waits node_timeout and stops naming the missing partition."""
+    from clsim.federated.deploy import execute, prepare_launch
+
+    sc = yaml.safe_load(SMOKE.read_text())
+    sc["stream"]["experiences"].append("travel")  # 3 rounds: the one in flight, then one without the node
+    sc["strategies"] = [{**sc["strategies"][1], "node_timeout": 10}]
+    scenario = tmp_path / "kill.yaml"
+    scenario.write_text(yaml.safe_dump(sc))
+    launch = prepare_launch(scenario, "fedavg", output=tmp_path / "out", run_id="kill")
+
+    state = {}
+
+    def keep(dep):
+        state["dep"] = dep
+
+    def echo(line: str):
+        if "[ROUND 2/" in line and "killed_at" not in state:
+            os.kill(state["dep"].procs["supernode1"].pid, signal.SIGKILL)
+            state["killed_at"] = time.monotonic()
+
+    result = execute(launch, echo=echo, before_run=keep)
+    after_kill = time.monotonic() - state["killed_at"]
+    assert_stopped(result.started)
+    assert result.leftovers == []
+    # heartbeat patience (60 s) + node_timeout (10 s) + process start/stop, never round_timeout (1 h)
+    assert after_kill < 240, after_kill
+
+    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    rounds = doc["round_log"]
+    assert len(doc["accuracy_matrix"]) == len(rounds) and len(rounds) >= 1  # 1 round per experience
+    assert rounds[0]["clients_trained"] == [0, 1] and rounds[0]["failures"] == []
+    failed = [f["client"] for r in rounds[1:] for f in r["failures"]]
+    summary = (launch.run_dir / "summary.md").read_text()
+    if result.complete:  # finished on the remaining node, the failure counted
+        assert failed and set(failed) == {1} and doc["failures"] == len(failed)
+        assert all(r["clients_trained"] == [0] for r in rounds[1:])
+    else:  # stopped, naming the missing partition; what was written stays as written
+        assert "client(s) [1]" in result.error, result.error
+        assert not doc["complete"] and len(rounds) < 3
+        assert "Incomplete" in summary and "fedavg" in summary
+        assert set(failed) <= {1}
+    print(f"after the kill: {after_kill:.0f} s; complete={result.complete}; error={result.error}; "
+          f"failures by round: {[[f['client'] for f in r['failures']] for r in rounds]}")
