@@ -125,6 +125,7 @@ class Deployment:
 
     def __post_init__(self):
         self.workdir = Path(self.workdir).resolve()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         if self.auth and self.certs is None:
             raise ValueError("SuperNode authentication needs TLS (Flower refuses it with --insecure)")
         self.port = self.port or free_ports(1)[0]
