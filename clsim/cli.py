@@ -21,9 +21,10 @@ from clsim.config import ConfigError, available_presets, describe, resolve
 from clsim.console import OneLineErrors, console, elapsed, err_console, friendly_errors
 from clsim.data import build_stream
 from clsim.federated.schema import FEDERATED
-from clsim.results import fmt, new_run_dir, read_plan
-from clsim.results import table as results_table
+from clsim.results import new_run_dir, read_plan
 from clsim.sinks import write_json
+from clsim.tables import CONSOLE, fmt
+from clsim.tables import table as results_table
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Continual and federated learning on drifting text streams.")
@@ -32,11 +33,25 @@ app.add_typer(cli_flower.app, name="flower")
 EXTENSIONS = (FEDERATED,)  # preset blocks beyond template + plugins that `clsim` knows
 
 
-def _prepare(scenario_file: Path, strategies: Optional[str], seed: Optional[int]):
-    """The checked plan and the stream it draws (data read, splits drawn): no training yet."""
-    only = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
-    plan = resolve(scenario_file, seed=seed, only=only, extensions=EXTENSIONS)
-    return plan, build_stream(plan.scenario.stream, plan.scenario.seed, scenario_file)
+def _list(text: Optional[str]) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _seeds(text: Optional[str]) -> list[int] | None:
+    try:
+        return [int(s) for s in _list(text)] if text else None
+    except ValueError:
+        raise ConfigError(None, "--seeds", f"expected comma-separated integers, got {text!r}") from None
+
+
+def _prepare(scenario_file: Path, strategies: Optional[str], seeds: Optional[str]):
+    """The checked plan and the stream of each seed (data read, splits drawn): no training yet."""
+    plan = resolve(scenario_file, seeds=_seeds(seeds), only=_list(strategies), extensions=EXTENSIONS)
+    return plan, _streams(plan)
+
+
+def _streams(plan) -> dict:
+    return {seed: build_stream(plan.scenario.stream, seed, plan.file) for seed in plan.seeds}
 
 
 def _progress_callback(progress: Progress, names: list[str]):
@@ -65,13 +80,14 @@ def _progress_callback(progress: Progress, names: list[str]):
 
 
 def _table(title: str, docs: list[dict], labels: list[str] | None = None) -> Table:
-    """The summary table (clsim.results.COLUMNS) for the console."""
+    """The summary table (clsim.tables.COLUMNS; the CONSOLE columns of it) for the console."""
     cols, rows = results_table(docs, labels)
+    keep = [k for k, c in enumerate(cols) if c.key in CONSOLE]
     table = Table(title=title)
-    for c in cols:
-        table.add_column(c.title, justify="left" if c.kind == "text" else "right", no_wrap=c.kind == "text")
+    for k in keep:
+        table.add_column(cols[k].title, justify="left" if cols[k].kind == "text" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*(fmt(v, c.kind) for v, c in zip(r, cols)))
+        table.add_row(*(fmt(r[k], cols[k].kind) for k in keep))
     return table
 
 
@@ -94,7 +110,8 @@ def run(
     strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of the scenario's strategies."),
     output: Optional[Path] = typer.Option(None, help="Output root; runs go to OUTPUT/<scenario>/<run id>/ "
                                                      "[default: results]."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Override the scenario's seed."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", metavar="N[,N...]",
+                                        help="Override the scenario's seeds: every strategy runs once per seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (default: local Ray)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run folder (default: UTC timestamp)."),
@@ -117,7 +134,7 @@ def run(
     if resume is not None:
         if scenario_file is not None:
             raise ConfigError(None, "--resume", "give a SCENARIO.yaml or --resume RUN_DIR, not both")
-        fixed = [flag for flag, v in (("--strategies", strategies), ("--seed", seed), ("--output", output),
+        fixed = [flag for flag, v in (("--strategies", strategies), ("--seeds", seeds), ("--output", output),
                                       ("--run-id", run_id)) if v is not None]
         if fixed:
             raise ConfigError(None, fixed[0], "cannot be combined with --resume: a resumed run keeps its own")
@@ -126,22 +143,23 @@ def run(
     t0 = time.perf_counter()
     if resume is not None:
         p = read_plan(resume, EXTENSIONS)
-        stream = build_stream(p.scenario.stream, p.scenario.seed, p.file)
+        streams = _streams(p)
     else:
-        p, stream = _prepare(scenario_file, strategies, seed)
-    sc = p.scenario
+        p, streams = _prepare(scenario_file, strategies, seeds)
+    sc, stream = p.scenario, streams[p.seeds[0]]
     run_dir = resume if resume is not None else new_run_dir(output or Path("results"), sc.name, run_id)
     console.print(f"[bold]{sc.name}[/]: {len(stream.experiences)} experiences "
                   f"({', '.join(e.name for e in stream.experiences)}), model {sc.model.pretrained} "
-                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}"
+                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}, "
+                  f"seed{'s' * (len(p.seeds) > 1)} {', '.join(map(str, p.seeds))}"
                   + (f"; resuming {run_dir}" if resume is not None else ""))
-    with console.status("tokenising the stream (once for all strategies)"):
-        tokens = tokenize_stream(stream, sc.model)
+    with console.status("tokenising the stream (once per seed, for all strategies)"):
+        tokens = {seed: tokenize_stream(s, sc.model) for seed, s in streams.items()}
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             with run_log(run_dir):
-                docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
+                docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, [e.name for e in stream.experiences]),
                                resume=resume is not None, max_restarts=max_restarts)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner._on_sigterm)
         err_console.print(f"{'terminated' if TERMINATED else 'interrupted'}: finished experiences "
@@ -150,7 +168,8 @@ def run(
         _exit(143 if TERMINATED else 130)
     console.print(_table("summary (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)", docs))
     console.print(f"wall time {elapsed(t0)}")
-    console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json")
+    console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json (over seeds), "
+                  f"{run_dir}/<strategy>/seed_<k>/")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
     unfinished = [d for d in docs if not d.get("complete")]
     if unfinished:
@@ -164,9 +183,10 @@ def run(
 @friendly_errors
 def validate(scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml")):
     """Check a scenario and every strategy it names; print what would run."""
-    p, stream = _prepare(scenario_file, None, None)
-    sc = p.scenario
-    console.print(f"[green]ok[/] {scenario_file}: scenario [bold]{sc.name}[/], seed {sc.seed}")
+    p, streams = _prepare(scenario_file, None, None)
+    sc, stream = p.scenario, streams[p.seeds[0]]
+    console.print(f"[green]ok[/] {scenario_file}: scenario [bold]{sc.name}[/], "
+                  f"seed{'s' * (len(p.seeds) > 1)} {', '.join(map(str, p.seeds))}")
     console.print(f"  model: {sc.model.pretrained}, finetune {sc.model.finetune}, max_length {sc.model.max_length}")
     console.print(f"  labels: {', '.join(stream.label_names)}")
     for e in stream.experiences:

@@ -75,7 +75,7 @@ def test_precision_wraps_forward_in_autocast_only(make_scenario, tokens_for, pre
 
     seen = []
     hook = learner.model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    row = learner.evaluate()
+    row = learner.accuracy_row()
     hook.remove()
     assert set(seen) == {dtype} and all(0 <= a <= 1 for a in row)
 
@@ -101,10 +101,10 @@ def test_cached_head_features_are_exactly_equivalent(make_scenario, tokens_for, 
         assert learner.cached is cache
         calls = []
         learner.model.backbone.register_forward_hook(lambda *a: calls.append(1))
-        rows = [learner.evaluate()]
+        rows = [learner.accuracy_row()]
         for i in range(len(learner.tokens)):
             learner.train_experience(i)
-            rows.append(learner.evaluate())
+            rows.append(learner.accuracy_row())
         out[cache] = rows, learner.model.head.state_dict(), len(calls), learner.probe.samples
     (rows_c, head_c, calls_c, n_c), (rows_r, head_r, calls_r, n_r) = out[True], out[False]
     assert calls_c == 0 and calls_r > 0  # cached: the backbone never runs after the cache is built

@@ -70,7 +70,7 @@ def test_tensorboard_events_read_back(smoke_run):
     run_dir, _ = smoke_run
     for name in smoke_strategies():
         doc = json.loads((run_dir / name / "metrics.json").read_text())
-        ea = EventAccumulator(str(run_dir / name), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        ea = EventAccumulator(str(run_dir / name / "seed_0"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
         ea.Reload()
         tags = ea.Tags()
         for j, exp in enumerate(doc["experiences"]):

@@ -172,7 +172,7 @@ def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypa
     assert {"flower-superlink", "flower-supernode", "flwr", "flower-superexec", "flwr-serverapp"} <= started, started
 
     run = tmp_path / "out" / "smoke_fed" / "t"
-    doc = json.loads((run / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((run / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert doc["complete"] and doc["rounds"] == 2 and doc["failures"] == 0
     assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
     assert (run / "scenario.yaml").is_file() and "fedavg" in (run / "summary.csv").read_text()
@@ -225,7 +225,7 @@ def test_unregistered_supernode_is_refused_and_never_trains(tmp_path):
     assert commands.count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
 
     assert result.complete, result.error
-    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((launch.run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
     assert doc["failures"] == 0 and [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
 
@@ -262,7 +262,7 @@ def test_supernode_killed_after_round_one_never_hangs(tmp_path):
     # heartbeat patience (60 s) + node_timeout (10 s) + process start/stop, never round_timeout (1 h)
     assert after_kill < 240, after_kill
 
-    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((launch.run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     rounds = doc["round_log"]
     assert len(doc["accuracy_matrix"]) == len(rounds) and len(rounds) >= 1  # 1 round per experience
     assert rounds[0]["clients_trained"] == [0, 1] and rounds[0]["failures"] == []

@@ -422,13 +422,15 @@ def simulated(tmp_path_factory):
     p = plan_of(sc, run_dir / "scenario.yaml")
     tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
     events = []
-    docs = execute(p, tokens, run_dir, device="cpu", progress=lambda *e: events.append(e))
-    return run_dir, docs[0], tokens, events
+    (over_seeds,) = execute(p, {sc.seed: tokens}, run_dir, device="cpu", progress=lambda *e: events.append(e))
+    assert over_seeds["complete"] and over_seeds["seeds"] == [0]
+    doc = json.loads((run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())  # the run of seed 0
+    return run_dir, doc, tokens, events
 
 
 def test_simulated_run_writes_R_bytes_and_per_client_matrices(simulated):
     run_dir, doc, tokens, events = simulated
-    on_disk = json.loads((run_dir / "fedavg" / "metrics.json").read_text())
+    on_disk = json.loads((run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert on_disk["accuracy_matrix"] == doc["accuracy_matrix"] and on_disk["complete"]
     R = np.asarray(doc["accuracy_matrix"], dtype=float)
     assert R.shape == (2, 2) and len(doc["zero_shot"]) == 2 and np.all((R >= 0) & (R <= 1))
@@ -466,7 +468,7 @@ def test_simulated_run_tensorboard_reads_back(simulated):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, doc, _, _ = simulated
-    acc = EventAccumulator(str(run_dir / "fedavg"))
+    acc = EventAccumulator(str(run_dir / "fedavg" / "seed_0"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"federated/bytes_up", "federated/bytes_down", "federated/failures", "accuracy/food"} <= tags
@@ -528,7 +530,7 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     sc = fed_scenario(preset, more=("travel",), **fed)
 
     def run(out, resume=False, progress=None):
-        job = replace(resolve_job(sc, None), state_dir=str(out / preset / "clients"))
+        job = replace(resolve_job(sc, None), state_dir=str(out / preset / "seed_0" / "clients"))
         return serve(LoopbackGrid([1, 0], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
@@ -538,9 +540,9 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     reference = run(tmp_path / "a")
     with pytest.raises(Crash):
         run(tmp_path / "b", progress=crash_at)
-    partial = json.loads((tmp_path / "b" / preset / "metrics.json").read_text())
+    partial = json.loads((tmp_path / "b" / preset / "seed_0" / "metrics.json").read_text())
     assert not partial["complete"] and len(partial["accuracy_matrix"]) == 1
-    assert sorted(p.name for p in (tmp_path / "b" / preset / "clients").iterdir()) == ["client_0.pt", "client_1.pt"]
+    assert sorted(p.name for p in (tmp_path / "b" / preset / "seed_0" / "clients").iterdir()) == ["client_0.pt", "client_1.pt"]
     resumed = run(tmp_path / "b", resume=True)
 
     assert resumed["complete"] and len(resumed["accuracy_matrix"]) == 3
@@ -561,7 +563,7 @@ def test_federated_resume_would_show_lost_client_state(tmp_path):
     sc = fed_scenario("fedavg_replay", more=("travel",))
 
     def run(out, resume=False, progress=None):
-        job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "clients"))
+        job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "seed_0" / "clients"))
         return serve(LoopbackGrid([0, 1], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
@@ -571,5 +573,5 @@ def test_federated_resume_would_show_lost_client_state(tmp_path):
     reference = run(tmp_path / "a")
     with pytest.raises(Crash):
         run(tmp_path / "b", progress=crash_at)
-    shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "clients")
+    shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "seed_0" / "clients")
     assert _without_timings(run(tmp_path / "b", resume=True)) != _without_timings(reference)

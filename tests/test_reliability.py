@@ -103,7 +103,7 @@ def test_same_scenario_and_seed_give_identical_metrics(setup, reference, tmp_pat
     scenario, specs, tokens = setup
     again = run_strategy(scenario, specs["replay"], tokens, str(tmp_path / "a"))
     assert comparable(again) == comparable(reference("replay"))
-    on_disk = json.loads((tmp_path / "a" / "replay" / "metrics.json").read_text())
+    on_disk = json.loads((tmp_path / "a" / "replay" / "seed_0" / "metrics.json").read_text())
     assert comparable(on_disk) == comparable(again)
     # the comparison can fail: another seed gives other weights and other numbers
     other = run_strategy(scenario.model_copy(update={"seed": 1}), specs["replay"], tokens, str(tmp_path / "b"))
@@ -119,15 +119,15 @@ def test_resume_after_experience_matches_uninterrupted_run(name, setup, referenc
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
         run_strategy(scenario, specs[name], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-    partial = json.loads((tmp_path / name / "metrics.json").read_text())
+    partial = json.loads((tmp_path / name / "seed_0" / "metrics.json").read_text())
     assert partial["complete"] is False and len(partial["accuracy_matrix"]) == 2
-    assert len(checkpoint.load(tmp_path / name)["accuracy_matrix"]) == 2
+    assert len(checkpoint.load(tmp_path / name / "seed_0")["rows"]) == 2
 
     doc = run_strategy(scenario, specs[name], tokens, str(tmp_path), resume={"reason": "resume"})
     assert comparable(doc) == comparable(reference(name))
     assert doc["complete"] and doc["resumes"] == [{"reason": "resume", "from_experience": 2}]
     assert doc["restarts"] == 0
-    assert json.loads((tmp_path / name / "metrics.json").read_text())["resumes"] == doc["resumes"]
+    assert json.loads((tmp_path / name / "seed_0" / "metrics.json").read_text())["resumes"] == doc["resumes"]
 
 
 @pytest.mark.parametrize("name, experience", [("replay", 1), ("ewc", 1), ("periodic_refinetune", 2)])
@@ -162,10 +162,10 @@ def test_lost_plugin_state_would_show(setup, reference, tmp_path):
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
         run_strategy(scenario, specs["replay"], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-    state = checkpoint.load(tmp_path / "replay")
+    state = checkpoint.load(tmp_path / "replay" / "seed_0")
     replay = next(p for p in state["trainer"]["strategy"]["plugins"] if p["class"] == "ReplayPlugin")
     replay["state"]["groups"] = []
-    checkpoint.save(tmp_path / "replay", {k: v for k, v in state.items() if k != "format"})
+    checkpoint.save(tmp_path / "replay" / "seed_0", {k: v for k, v in state.items() if k != "format"})
     doc = run_strategy(scenario, specs["replay"], tokens, str(tmp_path), resume={"reason": "resume"})
     assert doc["costs"]["samples_trained"] < reference("replay")["costs"]["samples_trained"]
     assert comparable(doc) != comparable(reference("replay"))
@@ -177,13 +177,13 @@ def test_finished_run_keeps_its_result_not_its_learner_state(setup, tmp_path):
 
     scenario, specs, tokens = setup
     doc = run_strategy(scenario, specs["naive"], tokens, str(tmp_path))
-    state = checkpoint.load(tmp_path / "naive")
-    assert state["finished"] and "learner" not in state
-    assert (tmp_path / "naive" / "checkpoint.pt").stat().st_size < 100_000
-    events = sorted((tmp_path / "naive").glob("events.out.tfevents.*"))
+    state = checkpoint.load(tmp_path / "naive" / "seed_0")
+    assert state["finished"] and "trainer" not in state
+    assert (tmp_path / "naive" / "seed_0" / "checkpoint.pt").stat().st_size < 100_000
+    events = sorted((tmp_path / "naive" / "seed_0").glob("events.out.tfevents.*"))
     again = run_strategy(scenario, specs["naive"], tokens, str(tmp_path), resume={"reason": "actor_restart"})
     assert comparable(again) == comparable(doc) and again["resumes"] == []
-    assert sorted((tmp_path / "naive").glob("events.out.tfevents.*")) == events  # no new TensorBoard session
+    assert sorted((tmp_path / "naive" / "seed_0").glob("events.out.tfevents.*")) == events  # no new TensorBoard session
 
 
 def test_resume_refuses_a_checkpoint_of_another_scenario(setup, tmp_path):
@@ -208,7 +208,7 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
     for name in ("replay", "ewc", "periodic_refinetune"):
         with pytest.raises(Crash):
             run_strategy(scenario, specs[name], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-        state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        state = torch.load(tmp_path / name / "seed_0" / "checkpoint.pt", weights_only=True)
         learner = state["trainer"]
         plugins = {p["class"]: p["state"] for p in learner["strategy"]["plugins"]}
         assert plugins["Clock"]["train_exp_counter"] == 2
@@ -288,8 +288,8 @@ def test_checkpoint_write_crash_leaves_previous_checkpoint(setup, reference, tmp
     with pytest.raises(Crash):
         run_strategy(scenario, specs["ewc"], tokens, str(tmp_path))
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
-    out = tmp_path / "ewc"
-    assert len(checkpoint.load(out)["accuracy_matrix"]) == 1
+    out = tmp_path / "ewc" / "seed_0"
+    assert len(checkpoint.load(out)["rows"]) == 1
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
     assert len(json.loads((out / "metrics.json").read_text())["accuracy_matrix"]) == 2  # one ahead
 
@@ -348,7 +348,7 @@ def _kill_when(run_dir: Path, victim: str, T: int, events: list):
         if run == victim and phase == "done_exp" and state["killed_pid"] is None:
             pid = ray.get(ray.get_actor(actor_name(run_dir, victim)).pid.remote())
             os.kill(pid, signal.SIGSTOP)
-            rows = len(json.loads((run_dir / victim / "metrics.json").read_text())["accuracy_matrix"])
+            rows = len(json.loads((run_dir / victim / "seed_0" / "metrics.json").read_text())["accuracy_matrix"])
             assert rows < T, "the actor finished before the test could kill it"
             os.kill(pid, signal.SIGKILL)
             state["killed_pid"] = pid
@@ -378,7 +378,10 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     events: list = []
     progress, state = _kill_when(run_dir, "replay", len(tokens), events)
 
-    docs = {d["strategy"]: d for d in execute(p, tokens, run_dir, "cpu", progress=progress)}
+    over_seeds = execute(p, {scenario.seed: tokens}, run_dir, "cpu", progress=progress)
+    assert all(d["complete"] for d in over_seeds)
+    docs = {d["strategy"]: json.loads((run_dir / d["strategy"] / "seed_0" / "metrics.json").read_text())
+            for d in over_seeds}
 
     assert state["killed_pid"] is not None
     assert ("replay", "restart", -1, 1, 2) in events
@@ -389,7 +392,7 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     assert resumed["reason"] == "actor_restart" and resumed["from_experience"] >= 1
     assert "Actor" in resumed["error"] or "died" in resumed["error"].lower()
     assert naive["complete"] and naive["restarts"] == 0 and naive["resumes"] == []
-    on_disk = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    on_disk = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert on_disk["restarts"] == 1
     assert "Incomplete" not in (run_dir / "summary.md").read_text()
     for spec in p.strategies:  # both equal an uninterrupted in-process run
@@ -419,7 +422,7 @@ def test_cli_run_killed_then_resumed(tmp_path, setup, reference, ray_local):
     started = []
     try:
         deadline = time.monotonic() + 240
-        ckpt = run_dir / "replay" / "checkpoint.pt"
+        ckpt = run_dir / "replay" / "seed_0" / "checkpoint.pt"
         while not ckpt.exists():
             assert proc.poll() is None, "clsim run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
@@ -437,21 +440,21 @@ def test_cli_run_killed_then_resumed(tmp_path, setup, reference, ray_local):
             proc.kill()
             proc.wait(timeout=30)
         psutil.wait_procs(started, timeout=20)
-    metrics = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert not metrics["complete"]
     assert "Incomplete strategies (partial or missing results): replay" in (run_dir / "summary.md").read_text()
 
     result = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
-    doc = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    doc = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert comparable(doc) == comparable(reference("replay"))
     assert doc["resumes"][0]["reason"] == "resume"
     assert "Incomplete" not in (run_dir / "summary.md").read_text()
 
     again = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--device", "cpu"])
     assert again.exit_code == 0, again.output  # nothing left to do: finished strategies are kept
-    assert json.loads((run_dir / "replay" / "metrics.json").read_text()) == doc
+    assert json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text()) == doc
 
 
 @pytest.mark.slow  # a second Python + Ray start-up
@@ -469,7 +472,7 @@ def test_cli_run_terminated_stops_cleanly(tmp_path):
     children = []
     try:
         deadline = time.monotonic() + 240
-        while not (run_dir / "replay" / "checkpoint.pt").exists():
+        while not (run_dir / "replay" / "seed_0" / "checkpoint.pt").exists():
             assert proc.poll() is None, "clsim run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
             time.sleep(0.05)

@@ -17,11 +17,11 @@ N_TRAIN = 48
 
 
 def run(learner: Learner, T: int):
-    z = learner.evaluate()
+    z = learner.accuracy_row()
     R = []
     for i in range(T):
         learner.train_experience(i)
-        R.append(learner.evaluate())
+        R.append(learner.accuracy_row())
     return z, R
 
 

@@ -147,6 +147,9 @@ class StrategyRef(BaseModel):
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     seed: Annotated[int, Field(ge=0)] = 0
+    # several seeds: every strategy runs once per seed (its own split, initialisation and order);
+    # summaries show the mean and a 95 % interval, and differences paired by seed
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
     stream: StreamConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -158,6 +161,18 @@ class Scenario(Strict):
         """How many experiences the stream has (file streams by time: ``windows``)."""
         stream = self.stream
         return stream.windows if getattr(stream, "time_column", None) else len(stream.experiences)
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every strategy runs with: ``seeds``, else ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
 
     @field_validator("strategies")
     @classmethod

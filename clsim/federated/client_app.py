@@ -20,8 +20,9 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clsim import metrics as M
 from clsim.data import build_stream
-from clsim.evaluation import evaluate_row
+from clsim.evaluation import confusion_row
 from clsim.federated.arrays import load_record, to_record
 from clsim.federated.job import KEY as JOB_KEY
 from clsim.federated.job import Job
@@ -147,9 +148,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         load_record(model, msg.content["arrays"])
         device = _device()
         model.to(device)
-        row = evaluate_row(model, tokens.test, sc.train.eval_batch_size, device, tokens.pad_id,
-                           sc.train.precision)
-        metrics["accuracy"] = [float(v) for v in row]
+        row = confusion_row(model, tokens.test, len(tokens.label_names), sc.train.eval_batch_size, device,
+                            sc.train.precision)
+        metrics["accuracy"] = [float(M.accuracy(c)) for c in row]
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

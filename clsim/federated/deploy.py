@@ -17,7 +17,6 @@ user can get wrong is checked before any process starts (:func:`prepare_launch`)
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -40,7 +39,8 @@ from clsim.federated.processes import (
     log_tail,
     port_in_use,
 )
-from clsim.results import PLAN_FILE, new_run_dir, partial_doc, write_plan, write_summary
+from clsim.results import PLAN_FILE, new_run_dir, partial_doc, write_plan
+from clsim.tables import write_summary
 
 
 # --------------------------------------------------------------------------- the launch
@@ -209,12 +209,10 @@ def _materials(launch: Launch) -> tuple[Path | None, Path | None, Path]:
 
 def _record(launch: Launch, error: str | None) -> bool:
     """Whether the strategy finished; if not, mark it incomplete in the run's summary."""
-    try:
-        doc = json.loads((launch.run_dir / launch.job.name / "metrics.json").read_text())
-    except (OSError, ValueError):
-        doc = {}
+    seeds = [launch.job.scenario.seed]
+    doc = partial_doc(launch.run_dir, launch.job.name, seeds)
     if doc.get("complete"):
         return True
-    write_summary(launch.run_dir, [partial_doc(launch.run_dir, launch.job.name,
+    write_summary(launch.run_dir, [partial_doc(launch.run_dir, launch.job.name, seeds,
                                                error or "the run ended before its last experience")])
     return False

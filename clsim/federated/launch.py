@@ -25,6 +25,7 @@ from clsim.federated import quiet_flower
 from clsim.federated.client_app import app as client_app
 from clsim.federated.job import Job
 from clsim.federated.server_app import server_app_for
+from clsim.results import seed_dir
 
 
 def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu", progress=None,
@@ -40,7 +41,7 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu
                "init_args": {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                              "configure_logging": False, **({"address": ray_address} if ray_address else {})}}
     result: dict = {}
-    job = replace(job, state_dir=str(Path(run_dir).resolve() / job.name / "clients"))
+    job = replace(job, state_dir=str(seed_dir(Path(run_dir).resolve(), job.name, job.scenario.seed) / "clients"))
     server = server_app_for(job, run_dir, tokens, device, progress, result, resume)
     with quiet_flower(None if verbose else logging.WARNING):  # failures (WARNING) still show
         run_simulation(server_app=server, client_app=client_app, num_supernodes=fed.clients,

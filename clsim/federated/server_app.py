@@ -21,7 +21,8 @@ from clsim.federated.schema import FEDERATED
 from clsim.federated.server import serve
 from clsim.lifecycle import ProgressFn
 from clsim.models import tokenize_stream
-from clsim.results import new_run_dir, partial_doc, read_plan, write_plan, write_summary
+from clsim.results import new_run_dir, partial_doc, read_plan, write_plan, write_strategy_results
+from clsim.tables import write_summary
 
 log = logging.getLogger("flwr")
 def server_app_for(job: Job, run_dir: str | Path, tokens, device: str = "cpu", progress: ProgressFn | None = None,
@@ -64,9 +65,11 @@ def main(grid: Grid, context: Context) -> None:
         doc = serve(grid, job, run_dir, tokens, device="cuda" if torch.cuda.is_available() else "cpu")
     except Exception as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        write_summary(run_dir, [partial_doc(run_dir, job.name, reason)])  # marked incomplete
+        write_summary(run_dir, [partial_doc(run_dir, job.name, [sc.seed], reason)])  # marked incomplete
         log.error("clsim: stopped: %s (results so far in %s)", reason, run_dir)
         raise
-    write_summary(run_dir, [doc])
+    over_seeds = partial_doc(run_dir, job.name, [sc.seed])
+    write_strategy_results(run_dir / job.name, over_seeds)
+    write_summary(run_dir, [over_seeds])
     log.info("clsim: acc %.3f, forgetting %s, %d rounds, %d failed replies; results in %s",
              doc.get("acc", float("nan")), doc.get("forgetting"), doc["rounds"], doc["failures"], run_dir)
