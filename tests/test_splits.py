@@ -291,7 +291,7 @@ USABLE = {"airline": (14_240, .637), "coachella": (3_458, .611), "claritin": (1_
 def test_real_corpus_dedup_counts_min_confidence_and_record():
     from clsim.data import tweets
 
-    _, counts = tweets.usable()
+    _, counts = tweets.usable(None)
     assert counts.as_dict() == {"rows": 38_158, "exact_duplicates": 915, "normalised_duplicates": 2_972,
                                 "conflicting_groups": 293, "conflicting_rows": 1_739, "kept": 34_893}
     table = tweets.topic_counts(deduplicated=True)

@@ -17,18 +17,16 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-_WS = re.compile(r"\s+")
 _RT = re.compile(r"^rt\s+@\w+:?\s*")  # applied after lower-casing and collapsing whitespace
-_URL = re.compile(r"(?:https?://|www\.)\S+")
-_MENTION = re.compile(r"@\w+")
+_URL_OR_MENTION = re.compile(r"(?:https?://|www\.)\S+|@\w+")
 
 
 def normalise(text: str) -> str:
     """The duplicate key of one text."""
-    t = _WS.sub(" ", str(text).lower()).strip()
-    t = _RT.sub("", t)
-    t = _MENTION.sub(" ", _URL.sub(" ", t))
-    return _WS.sub(" ", t).strip()
+    t = " ".join(str(text).lower().split())
+    if t.startswith("rt"):
+        t = _RT.sub("", t, count=1)
+    return " ".join(_URL_OR_MENTION.sub(" ", t).split())
 
 
 @dataclass(frozen=True)

@@ -99,7 +99,7 @@ def load_tweets() -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=4)
-def usable(min_confidence: float | None = None) -> tuple[pd.DataFrame, DedupCounts]:
+def usable(min_confidence: float | None) -> tuple[pd.DataFrame, DedupCounts]:
     """The rows a stream may use: confident enough (or without a confidence), then deduplicated."""
     df = load_tweets()
     if min_confidence is not None:
@@ -111,7 +111,7 @@ def usable(min_confidence: float | None = None) -> tuple[pd.DataFrame, DedupCoun
 def topic_counts(deduplicated: bool = False) -> pd.DataFrame:
     """Rows per topic (rule order) and label: columns negative, neutral, positive, total.
     ``deduplicated``: the rows a stream may use (no ``min_confidence``) instead of the raw corpus."""
-    df = (usable()[0] if deduplicated else load_tweets()).dropna(subset=["topic"])
+    df = (usable(None)[0] if deduplicated else load_tweets()).dropna(subset=["topic"])
     table = pd.crosstab(df["topic"], df["label"]).reindex(index=[t for t, _ in TOPIC_RULES],
                                                            columns=LABELS, fill_value=0)
     table["total"] = table.sum(axis=1)
