@@ -3,8 +3,9 @@
 ``draw(labels, sizes, seed)`` takes ``sizes[s]`` rows for every split ``s`` (any number of
 splits; clsim uses train, val, test). Stratified: every split has exactly its size and holds
 every class within one row of its exact share of the pool (``class_split_counts``: the ideal
-counts rounded, largest remainders first, so that sizes and class totals stay exact). Every class's rows are shuffled by one
-``numpy.random.Generator`` (classes in ascending order), so a seed fixes the whole draw.
+counts rounded, largest remainders first, so that sizes and class totals stay exact). Every
+class's rows are shuffled by one ``numpy.random.Generator`` (classes in ascending order), then
+each split's rows, so a seed fixes the whole draw and classes are mixed within a split.
 
 When a class is too small to reach every non-empty split, or a split is smaller than the
 number of classes, stratification is not possible and the draw is a plain random one (as
