@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -30,6 +31,7 @@ Topic = Literal[TOPICS]  # type: ignore[valid-type]  (the names of clsim.config.
 class _Sizes(Strict):
     train_per_experience: PositiveInt
     test_per_experience: PositiveInt
+    val_per_experience: NonNegativeInt = 0  # a validation split per experience, disjoint from train and test
 
 
 class TweetsStream(_Sizes):
@@ -37,6 +39,9 @@ class TweetsStream(_Sizes):
 
     source: Literal["tweets"]
     experiences: list[Topic] = Field(min_length=1)
+    # drop rows whose crowd label confidence is below this; rows without a confidence (all of
+    # claritin, all but one of coachella) are kept
+    min_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class SyntheticExperience(Strict):
@@ -75,6 +80,7 @@ class FileStream(_Sizes):
     experiences: list[str] | None = None  # domain values, in stream order
     time_column: str | None = None
     windows: PositiveInt | None = None
+    dedupe: bool = True  # drop repeated texts (normalised) and texts whose copies disagree on the label
 
     @model_validator(mode="after")
     def _one_split_rule(self) -> "FileStream":
