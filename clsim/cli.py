@@ -19,9 +19,9 @@ from rich.table import Table
 from clsim import cli_flower
 from clsim.config import ConfigError, available_presets, describe, resolve
 from clsim.console import OneLineErrors, console, elapsed, err_console, friendly_errors
-from clsim.data import build_stream
+from clsim.data import build_stream, split_record
 from clsim.federated.schema import FEDERATED
-from clsim.results import new_run_dir, read_plan
+from clsim.results import new_run_dir, read_plan, write_splits
 from clsim.sinks import write_json
 from clsim.tables import CONSOLE, fmt
 from clsim.tables import table as results_table
@@ -148,6 +148,8 @@ def run(
         p, streams = _prepare(scenario_file, strategies, seeds)
     sc, stream = p.scenario, streams[p.seeds[0]]
     run_dir = resume if resume is not None else new_run_dir(output or Path("results"), sc.name, run_id)
+    if resume is None:
+        write_splits(run_dir, {seed: split_record(s) for seed, s in streams.items()})
     console.print(f"[bold]{sc.name}[/]: {len(stream.experiences)} experiences "
                   f"({', '.join(e.name for e in stream.experiences)}), model {sc.model.pretrained} "
                   f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}, "
@@ -190,7 +192,7 @@ def validate(scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml"))
     console.print(f"  model: {sc.model.pretrained}, finetune {sc.model.finetune}, max_length {sc.model.max_length}")
     console.print(f"  labels: {', '.join(stream.label_names)}")
     for e in stream.experiences:
-        console.print(f"  experience {e.name}: {len(e.train.texts)} train / {len(e.test.texts)} test")
+        console.print(f"  experience {e.name}: {len(e.train)} train / {len(e.val)} val / {len(e.test)} test")
     for name, what in describe(p):
         console.print(f"  strategy {name}: {what}", highlight=False)
 

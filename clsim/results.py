@@ -49,6 +49,15 @@ def write_plan(plan: Plan, run_dir: Path) -> None:
     atomic_write_text(run_dir / PLAN_FILE, plan.to_json())
 
 
+SPLITS_FILE = "splits.json"
+
+
+def write_splits(run_dir: Path, records: dict[int, dict]) -> None:
+    """Every split of every seed as corpus row ids (``clsim.data.split_record``), so anyone can
+    audit which texts trained, validated and tested what."""
+    write_json(Path(run_dir) / SPLITS_FILE, {"seeds": {str(seed): rec for seed, rec in records.items()}})
+
+
 def read_plan(run_dir: Path, extensions: tuple[Extension, ...] = ()) -> Plan:
     """The plan a run folder was started with; nothing is resolved again."""
     run_dir = Path(run_dir)

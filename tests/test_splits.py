@@ -272,7 +272,7 @@ def test_validate_imports_no_heavy_library():
     proc = subprocess.run([sys.executable, "-c", code, str(ROOT / "scenarios" / "smoke.yaml")],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "48 train / 24 test" in proc.stdout
+    assert "48 train / 0 val / 24 test" in proc.stdout
     modules = next(line for line in proc.stdout.splitlines() if line.startswith("MODULES ")).split()[1:]
     heavy = sorted({m.split(".")[0] for m in modules} & {"torch", "avalanche", "flwr", "ray", "sklearn", "scipy",
                                                         "transformers", "pandas"})

@@ -14,14 +14,22 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from clsim.data import build_stream
+from clsim.data import build_stream, split_record
 from clsim.federated.job import Job, federated_job, load_job
 from clsim.federated.processes import APP_ROOT
 from clsim.federated.schema import FEDERATED
 from clsim.federated.server import serve
 from clsim.lifecycle import ProgressFn
 from clsim.models import tokenize_stream
-from clsim.results import new_run_dir, partial_doc, read_plan, write_plan, write_strategy_results
+from clsim.results import (
+    SPLITS_FILE,
+    new_run_dir,
+    partial_doc,
+    read_plan,
+    write_plan,
+    write_splits,
+    write_strategy_results,
+)
 from clsim.tables import write_summary
 
 log = logging.getLogger("flwr")
@@ -60,7 +68,10 @@ def main(grid: Grid, context: Context) -> None:
         write_plan(job.plan.only([job.name]), run_dir)
     sc = job.scenario
     log.info("clsim: %s / %s -> %s", sc.name, job.name, run_dir)
-    tokens = tokenize_stream(build_stream(sc.stream, sc.seed, job.plan.file), sc.model)
+    stream = build_stream(sc.stream, sc.seed, job.plan.file)
+    if not (run_dir / SPLITS_FILE).is_file():
+        write_splits(run_dir, {sc.seed: split_record(stream)})
+    tokens = tokenize_stream(stream, sc.model)
     try:
         doc = serve(grid, job, run_dir, tokens, device="cuda" if torch.cuda.is_available() else "cpu")
     except Exception as exc:
