@@ -2,6 +2,7 @@
 ``clsim.cli_flower``. Errors print as one line and exit 2 (``clsim.console``)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -21,7 +22,7 @@ from clsim.config import ConfigError, available_presets, describe, resolve
 from clsim.console import OneLineErrors, console, elapsed, err_console, friendly_errors
 from clsim.data import build_stream, split_record
 from clsim.federated.schema import FEDERATED
-from clsim.results import new_run_dir, read_plan, write_splits
+from clsim.results import new_run_dir, read_plan, write_plan, write_splits
 from clsim.sinks import write_json
 from clsim.tables import CONSOLE, fmt
 from clsim.tables import table as results_table
@@ -239,6 +240,72 @@ def compare(
 
 
 # ----------------------------------------------------------------------------- clsim flower …
+@app.command()
+@friendly_errors
+def tune(
+    scenario_file: Optional[Path] = typer.Argument(None, metavar="SCENARIO.yaml",
+                                                   help="Scenario file (omit it with --resume)."),
+    strategy: Optional[str] = typer.Option(None, help="The strategy (run name) to tune."),
+    space: Optional[list[str]] = typer.Option(None, "--space", metavar="NAME=KIND:ARGS",
+                                              help="A searched parameter, e.g. ewc_lambda=loguniform:1e4:1e7 or "
+                                                   "mem_size=choice:100,200,400 (repeatable; replaces the "
+                                                   "scenario's tune.space for the strategy)."),
+    samples: Optional[int] = typer.Option(None, min=1, help="Trials [default: the scenario's tune.samples, or 8]."),
+    output: Optional[Path] = typer.Option(None, help="Output root [default: results]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="TUNE_DIR",
+                                          help="Continue an interrupted search: finished trials are kept."),
+):
+    """Search a strategy's hyper-parameters with Ray Tune, scored on validation splits only."""
+    with warnings.catch_warnings(record=True):  # here: as in `run` (torch, Ray)
+        from clsim import tuning
+        from clsim.learner import resolve_device
+        from clsim.models import tokenize_stream
+        from clsim.runner import start_ray
+
+    from clsim.config.scenario import TuneConfig
+
+    if resume is not None:
+        if scenario_file is not None or strategy or space or samples:
+            raise ConfigError(None, "--resume", "a resumed search keeps its scenario, strategy and space")
+        p = read_plan(resume, EXTENSIONS)
+        meta = json.loads((resume / tuning.TUNE_FILE).read_text(encoding="utf-8"))
+        name, cfg, out = meta["strategy"], TuneConfig.model_validate(meta["tune"]), resume
+    else:
+        if scenario_file is None or not strategy:
+            raise ConfigError(None, "SCENARIO.yaml" if scenario_file is None else "--strategy",
+                              "missing; give a scenario file and --strategy NAME (or --resume TUNE_DIR)")
+        p = resolve(scenario_file, extensions=EXTENSIONS)
+        cfg = p.scenario.tune or TuneConfig()
+        name = strategy
+        if space:
+            cfg = cfg.model_copy(update={"space": {**cfg.space, name: tuning.parse_space(space)}})
+        if samples:
+            cfg = cfg.model_copy(update={"samples": samples})
+        tuning.check(p, name, cfg.space.get(name, {}), EXTENSIONS)
+        out = new_run_dir(output or Path("results"), p.scenario.name,
+                          f"tune-{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+        write_plan(p, out)
+    seed = p.seeds[0]
+    one = p.for_seed(seed)
+    stream = build_stream(one.scenario.stream, seed, p.file)
+    tokens = tokenize_stream(stream, one.scenario.model)
+    write_splits(out, {seed: split_record(stream)})
+    t0 = time.perf_counter()
+    start_ray(None)
+    try:
+        best = tuning.run(one, name, tokens, out, cfg, resolve_device(device), EXTENSIONS, resume is not None,
+                          say=lambda s: console.print(s, highlight=False))
+    finally:
+        import ray  # here: started by start_ray above
+
+        ray.shutdown()
+    console.print(f"best {name}: {best['config']} → {cfg.metric} {best['score']:.4f} on validation "
+                  f"({best['finished']} of {best['trials']} trials); wall time {elapsed(t0)}", highlight=False)
+    console.print(f"report: {out}/tune.md, {out}/trials.csv, {out}/best.json; continue with "
+                  f"`clsim tune --resume {out}`", highlight=False)
+
+
 @app.command()
 @friendly_errors
 def bench(

@@ -150,6 +150,42 @@ class StrategyRef(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Dimension(Strict):
+    """One searched hyper-parameter: exactly one of ``loguniform``/``uniform`` [low, high],
+    ``randint`` [low, high) or ``choice`` [values]."""
+
+    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
+    uniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Dimension":
+        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
+        rng = getattr(self, given[0])
+        if given[0] != "choice" and not rng[0] < rng[1]:
+            raise ValueError(f"{given[0]}: expected low < high, got {list(rng)}")
+        return self
+
+    def example(self) -> Any:
+        """A value of the dimension (checked against the strategy before any trial runs)."""
+        if self.choice is not None:
+            return self.choice[0]
+        low = (self.loguniform or self.uniform or self.randint)[0]
+        return low
+
+
+class TuneConfig(Strict):
+    """``clsim tune``: hyper-parameters searched with Ray Tune, scored on validation splits only."""
+
+    metric: Literal["acc", "bal_acc", "learning_acc", "bal_learning_acc", "serving_acc", "bal_serving_acc"] = "bal_acc"
+    samples: PositiveInt = 8
+    search_seed: Annotated[int, Field(ge=0)] = 0
+    space: dict[str, dict[str, Dimension]] = Field(default_factory=dict)  # strategy run name -> parameter -> dimension
+
+
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     seed: Annotated[int, Field(ge=0)] = 0
@@ -161,6 +197,7 @@ class Scenario(Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     strategies: list[StrategyRef] = Field(min_length=1)
+    tune: TuneConfig | None = None
 
     @property
     def stream_length(self) -> int:
@@ -188,6 +225,15 @@ class Scenario(Strict):
         if dup:
             raise ValueError(f"strategy run names must be unique, {dup} repeat (give one a `name:`)")
         return strategies
+
+    @model_validator(mode="after")
+    def _tuned_strategies_exist(self) -> "Scenario":
+        names = [s.run_name for s in self.strategies]
+        for name in (self.tune.space if self.tune else {}):
+            if name not in names:
+                raise ValueError(f"tune.space names {name!r}, which is not a strategy of this scenario; "
+                                 f"expected one of {names}")
+        return self
 
 
 def load_scenario(path: str | Path) -> Scenario:
