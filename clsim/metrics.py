@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 NAMES = ("acc", "bwt", "fwt", "forgetting", "learning_acc", "serving_acc")
 
@@ -178,6 +177,8 @@ def interval(values, level: float = 0.95) -> tuple[float, float, float]:
     mean = float(v.mean())
     if v.size < 2:
         return mean, math.nan, math.nan
+    from scipy import stats  # here: scipy takes a second to import, and `clsim validate` needs no interval
+
     half = float(stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
     return mean, mean - half, mean + half
 
