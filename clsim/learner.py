@@ -148,8 +148,8 @@ class Learner:
             t0 = time.perf_counter()
             self.model.to(self.device)
             feats = lambda split: pooled_features(  # noqa: E731
-                self.model, split.ids, self.scenario.train.eval_batch_size, self.device,
-                self.scenario.train.precision)
+                self.model, split.ids, self.spec.train.eval_batch_size, self.device,
+                self.spec.train.precision)
             self.train_features = [feats(s) for s in self.tokens.train]
             self.test_features = [feats(s) for s in self.tokens.test]
             trained = FeatureHead(self.model.head)
@@ -161,7 +161,7 @@ class Learner:
             train = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.train]
             test = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test]
         train = with_sample_ids(train)  # checkpoints store buffers as ids into the stream
-        self.strategy = build_strategy(self.spec, trained, self.scenario.train, self.device, [self.probe])
+        self.strategy = build_strategy(self.spec, trained, self.spec.train, self.device, [self.probe])
         # with_task_labels: experiences expose task labels, so Avalanche's loaders use our collate
         self.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
 
@@ -227,10 +227,10 @@ class Learner:
         t0 = time.perf_counter()
         if self.cached:
             row = evaluate_features_row(self.model.head, self.test_features, [s.labels for s in self.tokens.test],
-                                        self.scenario.train.eval_batch_size, self.device,
-                                        self.scenario.train.precision)
+                                        self.spec.train.eval_batch_size, self.device,
+                                        self.spec.train.precision)
         else:
-            row = evaluate_row(self.model, self.tokens.test, self.scenario.train.eval_batch_size,
-                               self.device, self.tokens.pad_id, self.scenario.train.precision)
+            row = evaluate_row(self.model, self.tokens.test, self.spec.train.eval_batch_size,
+                               self.device, self.tokens.pad_id, self.spec.train.precision)
         self.eval_seconds.append(time.perf_counter() - t0)
         return row
