@@ -216,3 +216,19 @@ def test_bad_strategy_train_override_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(file)])
     assert result.exit_code == 2, result.output
     assert "strategies[0].train.epochz: unknown key" in result.output
+
+
+def test_strategy_train_survives_plan_json_and_is_described(make_scenario):
+    """A run folder's plan.json carries each strategy's training options; `clsim validate` shows
+    the overridden ones."""
+    from clsim.config import Plan, describe
+    from clsim.federated.schema import FEDERATED
+
+    sc = make_scenario(strategies=["naive", {"preset": "replay", "train": {"epochs": 2, "lp_epochs": 0}}])
+    plan = plan_of(sc)
+    again = Plan.from_json(plan.to_json(), (FEDERATED,))
+    assert [s.train for s in again.strategies] == [s.train for s in plan.strategies]
+    assert again.scenario.strategies[1].train == {"epochs": 2, "lp_epochs": 0}
+    lines = dict(describe(plan))
+    assert "train" not in lines["naive"]
+    assert lines["replay"].endswith("; train epochs=2, lp_epochs=0")
