@@ -151,8 +151,8 @@ class Learner:
             t0 = time.perf_counter()
             self.model.to(self.device)
             feats = lambda split: pooled_features(  # noqa: E731
-                self.model, split.ids, self.scenario.train.eval_batch_size, self.device,
-                self.scenario.train.precision)
+                self.model, split.ids, self.spec.train.eval_batch_size, self.device,
+                self.spec.train.precision)
             self.train_features = [feats(s) for s in self.tokens.train]
             self.test_features = [feats(s) for s in self.tokens.test]
             trained = FeatureHead(self.model.head)
@@ -164,7 +164,7 @@ class Learner:
             train = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.train]
             test = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test]
         train = with_sample_ids(train)  # checkpoints store buffers as ids into the stream
-        self.strategy = build_strategy(self.spec, trained, self.scenario.train, self.device, [self.probe])
+        self.strategy = build_strategy(self.spec, trained, self.spec.train, self.device, [self.probe])
         # with_task_labels: experiences expose task labels, so Avalanche's loaders use our collate
         self.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
 
@@ -246,7 +246,7 @@ class Learner:
             self.eval_seconds.append(0.0)
             return [c.copy() for c in self._last_eval[1]]
         t0 = time.perf_counter()
-        n, bs, precision = len(self.tokens.label_names), self.scenario.train.eval_batch_size, self.scenario.train.precision
+        n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
         if self.cached:
             row = feature_confusion_row(self.model.head, self.test_features, [s.labels for s in self.tokens.test], n,
                                         bs, self.device, precision)

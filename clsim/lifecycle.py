@@ -60,9 +60,10 @@ class Trainer(Protocol):
 
 def hparams(plan: Plan, spec: StrategyPlan) -> dict[str, Any]:
     """The hyper-parameters a strategy run is filed under (metrics.json, TensorBoard)."""
-    sc = plan.scenario
-    return {"strategy": spec.name, **spec.hparams(), "finetune": sc.model.finetune, "lr": sc.train.lr,
-            "epochs": sc.train.epochs, "batch_size": sc.train.batch_size, "precision": sc.train.precision,
+    sc, tr = plan.scenario, spec.train  # the strategy's own training options (scenario + its overrides)
+    return {"strategy": spec.name, **spec.hparams(), "finetune": sc.model.finetune, "lr": tr.lr,
+            "epochs": tr.epochs, "batch_size": tr.batch_size, "weight_decay": tr.weight_decay, "warmup": tr.warmup,
+            "schedule": tr.schedule, "lp_epochs": tr.lp_epochs, "lp_lr": tr.lp_lr, "precision": tr.precision,
             "seed": sc.seed}
 
 

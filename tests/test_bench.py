@@ -21,7 +21,7 @@ def _learner(make_scenario, tokens_for, preset="naive", **kw):
     model = kw.pop("model", {"pretrained": "tiny", "finetune": "full", "max_length": 32})
     train = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, **kw.pop("train", {})}
     sc = make_scenario(model=model, train=train)
-    return Learner(sc, resolve(preset), tokens_for(sc), **kw)
+    return Learner(sc, resolve(preset, train=sc.train), tokens_for(sc), **kw)
 
 
 def test_bench_tiny_reports_every_ratio(tmp_path):

@@ -235,7 +235,13 @@ def test_only_trainable_parameters_travel_and_lora_is_a_small_fraction_of_full()
 
 
 def test_fedprox_term_keeps_clients_near_the_global_model():
-    job = resolve_job(fed_scenario("fedprox"), None)
+    # Without the recipe's extras, each for a reason: no linear probe (it refits the head before
+    # fine-tuning, without the proximal term); no warmup (the client's share is 2 steps: the first,
+    # at lr 0, leaves the term nothing to pull back); no weight decay (AdamW decays every weight,
+    # so the term's gradient becomes nonzero on weights the task never touches, e.g. unused
+    # embedding rows, and Adam scales those tiny gradients up to full steps: mu=100 then moves
+    # the model more than mu=0).
+    job = resolve_job(fed_scenario("fedprox", train={"lp_epochs": 0, "warmup": 0, "weight_decay": 0}), None)
     start = global_model(job)
     moved = {}
     for mu in (0.0, 100.0):

@@ -166,7 +166,7 @@ def test_hparams_dashboard_lists_every_strategy_with_final_metrics(runs):
     exp, sessions = dashboard(runs[0])
     columns = {h.name for h in exp.hparam_infos}
     # the union of all strategies' hyper-parameters, not just the first run's
-    assert {"strategy", "preset", "lr", "finetune", "precision", "ReplayPlugin.mem_size"} <= columns
+    assert {"strategy", "preset", "lr", "finetune", "precision", "BalancedReplayPlugin.mem_size"} <= columns
     metrics = {m.name.tag for m in exp.metric_infos}
     assert {"hparam/acc", "hparam/bwt", "hparam/fwt", "hparam/forgetting", "hparam/train_seconds"} <= metrics
     assert set(sessions) == {"naive/seed_0", "replay/seed_0"}  # TensorBoard runs: <strategy>/seed_<k>
@@ -178,8 +178,8 @@ def test_hparams_dashboard_lists_every_strategy_with_final_metrics(runs):
         assert values["hparam/forgetting"] == pytest.approx(doc["forgetting"])
         assert values["hparam/bwt"] == pytest.approx(doc["bwt"])
         assert values["hparam/train_seconds"] == pytest.approx(doc["costs"]["train_seconds"], rel=1e-5)
-    assert sessions["replay/seed_0"][0]["ReplayPlugin.mem_size"] == 200
-    assert "ReplayPlugin.mem_size" not in sessions["naive/seed_0"][0]
+    assert sessions["replay/seed_0"][0]["BalancedReplayPlugin.mem_size"] == 200
+    assert "BalancedReplayPlugin.mem_size" not in sessions["naive/seed_0"][0]
     assert sessions["naive/seed_0"][0]["seed"] == 0
 
 

@@ -3,17 +3,16 @@ test split (asserted on the texts each trial's evaluation counted)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from conftest import plan_of, scenario_dict
 from typer.testing import CliRunner
 
 from clsim.cli import app
 from clsim.config import ConfigError
 from clsim.config.scenario import Dimension
-from conftest import plan_of, scenario_dict
 
 VAL, TEST = 12, 16
 

@@ -90,8 +90,8 @@ def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seeds: lis
         scenario = scenario.model_copy(update={"seed": seeds[0], "seeds": list(seeds) if len(seeds) > 1 else None})
     check_model(scenario.model, file)
     T = scenario.stream_length
-    strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions)
-                       for k, ref in enumerate(scenario.strategies))
+    strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions,
+                                        train=scenario.train) for k, ref in enumerate(scenario.strategies))
     plan = Plan(file=Path(file or ".").resolve(), scenario=scenario, strategies=strategies)
     return plan.only(only) if only else plan
 
@@ -103,5 +103,8 @@ def describe(plan: Plan) -> list[tuple[str, Any]]:
         comps = ", ".join(str(c) for c in [s.template, *s.plugins])
         for value in s.extensions.values():
             comps = value.describe(comps)
+        own = {k: v for k, v in s.train.model_dump().items() if v != getattr(plan.scenario.train, k)}
+        if own:  # the strategy's own training options (its `train:` overrides)
+            comps += f"; train {', '.join(f'{k}={v}' for k, v in own.items())}"
         out.append((s.name, comps))
     return out

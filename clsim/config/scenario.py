@@ -115,11 +115,22 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """How every experience is trained. The defaults are LP-FT: fit the head on the frozen
+    backbone's cached features (``lp_epochs`` at ``lp_lr``, LinearProbePlugin), then fine-tune
+    everything for ``epochs`` at ``lr`` with AdamW (``weight_decay``) under a linear warmup
+    (``warmup``: a fraction of the experience's steps) and linear decay to 0
+    (WarmupSchedulePlugin). The schedule and the probe restart at every experience. A strategy
+    entry may override any of these (``train: {epochs: 2}``)."""
+
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 16
     eval_batch_size: PositiveInt = 64
     lr: PositiveFloat = 5e-5
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, le=1)] = 0.1  # fraction of each experience's optimizer steps
+    schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0 at the last step, or hold lr
+    lp_epochs: Annotated[int, Field(ge=0)] = 20  # linear-probe epochs before fine-tuning (0: no probe)
+    lp_lr: PositiveFloat = 1e-2  # the probe's AdamW learning rate (the head alone, on cached features)
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
 
@@ -130,11 +141,14 @@ class ResourcesConfig(Strict):
 
 
 class StrategyRef(BaseModel):
-    """``ewc`` or ``{preset: ewc, name: ewc_strong, ewc_lambda: 1e6}``; extra keys override the preset."""
+    """``ewc`` or ``{preset: ewc, name: ewc_strong, ewc_lambda: 1e6, train: {epochs: 2}}``; extra
+    keys override the preset; ``train`` overrides the scenario's training options for this
+    strategy alone (checked against ``TrainConfig`` by the resolver)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     preset: str
     name: str | None = None
+    train: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -260,6 +274,7 @@ def scenario_to_dict(scenario: Scenario) -> dict:
     """The resolved scenario as plain data (written next to the results)."""
     data = scenario.model_dump(mode="json", exclude_none=True)
     data["strategies"] = [
-        {"preset": s.preset, **({"name": s.name} if s.name else {}), **s.overrides} for s in scenario.strategies
+        {"preset": s.preset, **({"name": s.name} if s.name else {}), **({"train": s.train} if s.train else {}),
+         **s.overrides} for s in scenario.strategies
     ]
     return data

@@ -148,8 +148,8 @@ def evaluate(msg: Message, context: Context) -> Message:
         load_record(model, msg.content["arrays"])
         device = _device()
         model.to(device)
-        row = confusion_row(model, tokens.test, len(tokens.label_names), sc.train.eval_batch_size, device,
-                            sc.train.precision)
+        row = confusion_row(model, tokens.test, len(tokens.label_names), job.spec.train.eval_batch_size, device,
+                            job.spec.train.precision)
         metrics["accuracy"] = [float(M.accuracy(c)) for c in row]
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 

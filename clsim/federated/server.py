@@ -98,8 +98,9 @@ class FederatedServer:
         load_record(self.model, self.arrays)
         t0 = time.perf_counter()
         sc = self.job.scenario
-        row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), sc.train.eval_batch_size,
-                            self.device, sc.train.precision)
+        train = self.job.spec.train
+        row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), train.eval_batch_size,
+                            self.device, train.precision)
         self.eval_seconds += time.perf_counter() - t0
         return row
 
