@@ -97,7 +97,6 @@ class FederatedServer:
     def evaluate(self) -> list:
         load_record(self.model, self.arrays)
         t0 = time.perf_counter()
-        sc = self.job.scenario
         train = self.job.spec.train
         row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), train.eval_batch_size,
                             self.device, train.precision)
