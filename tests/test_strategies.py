@@ -302,4 +302,4 @@ def test_independent_trains_each_experience_from_the_pretrained_model(make_scena
     # experience 0 alone gives the same model as naive's first experience
     naive = Learner(sc, spec_for(sc, "naive"), tokens)
     naive.train_experience(0)
-    assert naive.evaluate() == R[0]
+    assert naive.accuracy_row() == R[0]
