@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from clsim import metrics as M
+from clsim import online_metrics as OM
 from clsim.config import ConfigError, Extension, Plan, scenario_to_dict
 from clsim.sinks import TensorBoardSink, atomic_write_text, hparam_values, hparams_summaries, write_csv, write_json
 
@@ -168,7 +169,7 @@ def aggregate(docs: list[dict], seeds: list[int]) -> dict:
         mats = [np.asarray(d[key], dtype=float) for d in done if key in d and d[key]]
         if mats and all(m.shape == mats[0].shape for m in mats):
             out[key] = _nanmean(mats)
-    for m in METRICS:
+    for m in (*METRICS, *OM.ONLINE_METRICS):  # online ones only where the protocol was online
         values = {str(d.get("seed")): d.get(m) for d in done if d.get(m) is not None}
         if values:
             mean, lo, hi = M.interval(list(values.values()))
@@ -180,6 +181,8 @@ def aggregate(docs: list[dict], seeds: list[int]) -> dict:
             acc = np.asarray([r["acc"] for r in runs], dtype=float)
             steps = [M.interval(acc[:, t]) for t in range(acc.shape[1])]
             out[prefix + "running_intervals"] = {"acc": [[s[1] for s in steps], [s[2] for s in steps]]}
+    if any(d.get("protocol") == "online" for d in done):  # accuracy over time, over seeds
+        out["protocol"], out["online_curve"] = "online", OM.curve(done)
     costs = [d.get("costs") or {} for d in done]
     out["costs"] = {k: _mean([c[k] for c in costs]) for k in costs[0]
                     if all(isinstance(c.get(k), (int, float)) for c in costs)}

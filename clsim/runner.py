@@ -21,6 +21,7 @@ import torch
 
 from clsim.config import ConfigError, Plan, StrategyPlan
 from clsim.lifecycle import ProgressFn, run_strategy
+from clsim.online import run_online
 
 RESTART_TIMEOUT_S = 300  # how long a dead actor may take to come back before its strategy is failed
 DIED = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -36,8 +37,8 @@ class StrategyActor:
         self.events: list[tuple] = []
 
     def run(self, label, plan, spec, tokens, run_dir, device, resume=None):
-        return run_strategy(plan, spec, tokens, run_dir, device, lambda _, *e: self.events.append((label, *e)),
-                            resume)
+        fn = run_online if plan.scenario.stream.protocol == "online" else run_strategy
+        return fn(plan, spec, tokens, run_dir, device, lambda _, *e: self.events.append((label, *e)), resume)
 
     def pid(self) -> int:
         """The worker process (for py-spy, or a test that kills it)."""

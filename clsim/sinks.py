@@ -121,6 +121,10 @@ class TensorBoardSink:
         if _finite(value):
             self.writer.add_scalar(tag, float(value), int(step))
 
+    def log_text(self, tag: str, text: str, step: int) -> None:
+        """A text event (TensorBoard's TEXT tab), e.g. the online protocol's drift points and alarms."""
+        self.writer.add_text(tag, text, int(step))
+
     def log_zero_shot(self, z: Sequence[float], names: Sequence[str]) -> None:
         """Accuracy of the untrained model on each experience: ``zero_shot/<name>`` at step 0."""
         _check_len(z, names)

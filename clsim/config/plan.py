@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from clsim.config.errors import ConfigError, Strict, validation_to_error
+from clsim.config.online import check as check_protocol
 from clsim.config.presets import Extension, StrategyPlan, resolve_strategy
 from clsim.config.pretrained import check_model
 from clsim.config.scenario import Scenario, load_scenario, scenario_to_dict
@@ -92,6 +93,7 @@ def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seeds: lis
     T = scenario.stream_length
     strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions,
                                         train=scenario.train) for k, ref in enumerate(scenario.strategies))
+    check_protocol(scenario, strategies, file)  # the protocol against the stream and every strategy
     plan = Plan(file=Path(file or ".").resolve(), scenario=scenario, strategies=strategies)
     return plan.only(only) if only else plan
 

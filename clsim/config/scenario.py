@@ -28,10 +28,26 @@ Topic = Literal[TOPICS]  # type: ignore[valid-type]  (the names of clsim.config.
 
 
 # --------------------------------------------------------------------------- stream
+class Transition(Strict):
+    """How one topic gives way to the next in the online protocol: at once, or over ``width`` time
+    steps whose batches mix old and new topic in known proportions (``clsim.data.arrivals``)."""
+
+    kind: Literal["abrupt", "gradual"] = "abrupt"
+    width: PositiveInt = 1  # gradual: steps of the ramp
+
+
 class _Sizes(Strict):
     train_per_experience: PositiveInt
     test_per_experience: PositiveInt
     val_per_experience: NonNegativeInt = 0  # a validation split per experience, disjoint from train and test
+    # protocol: experiences (train on k, evaluate every test set) or online (arrivals in time steps,
+    # each scored by the model in service before anything learns from it; clsim.online)
+    protocol: Literal["experiences", "online"] = "experiences"
+    arrival_batch: PositiveInt = 32  # online: texts arriving per time step
+    transition: Transition = Field(default_factory=Transition)
+    label_delay: NonNegativeInt = 0  # online: time steps before an arrival's label is available
+    label_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # online: share of arrivals that ever get a label
+    # (checks that need the strategies too — a ramp longer than an experience — are in clsim.config.online)
 
 
 class TweetsStream(_Sizes):
