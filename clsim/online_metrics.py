@@ -105,9 +105,11 @@ def curve(docs: Sequence[Mapping]) -> dict | None:
         return None
     acc = np.asarray([step_accuracy([s["confusion"] for s in r["steps"]]) for r in runs])
     bal = np.asarray([step_balanced_accuracy([s["confusion"] for s in r["steps"]]) for r in runs])
+    spent = np.asarray([np.cumsum([s["train_seconds"] for s in r["steps"]]) for r in runs])
     band = [M.interval(acc[:, t]) for t in range(acc.shape[1])]
     return {"accuracy": acc.mean(axis=0).tolist(), "balanced_accuracy": bal.mean(axis=0).tolist(),
             "accuracy_interval": [[b[1] for b in band], [b[2] for b in band]],
+            "train_seconds_cumulative": spent.mean(axis=0).tolist(),
             "drift_points": list(runs[0]["drift_points"]), "segments": runs[0]["segments"],
             "alarms": [[s["step"] for s in r["steps"] if s["alarm"]] for r in runs],
             "refits": [[s["step"] for s in r["steps"] if s["update"] == "refit"] for r in runs]}

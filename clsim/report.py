@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from clsim import online_metrics as OM
 from clsim.config import ConfigError
 from clsim.figures import draw_matrix, figure
 from clsim.results import final_metric
@@ -261,15 +262,18 @@ def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
     if fed:
         panels.append((axes[1], fed, lambda e: e.bytes_total, "bytes communicated, up + down (federated)"))
     index = {e.label: k for k, e in enumerate(entries)}
+    online = any(e.value("online_acc") is not None for e in entries)  # online: served accuracy vs its training
+    if online:
+        panels[0] = (axes[0], entries, lambda e: e.value("online_train_seconds"), "training time during the stream (s)")
     for ax, group, xval, xlabel in panels:
         for e in group:
-            x, y = xval(e), e.value("acc")
+            x, y = xval(e), e.value("online_acc" if online else "acc")
             if x is None or y is None:
                 continue
             style = _style(index[e.label])
             ax.scatter([x], [y], s=80, label=e.label, zorder=3, c=style["color"], marker=style["marker"])
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("final average accuracy (acc)")
+        ax.set_ylabel("online accuracy (online_acc)" if online else "final average accuracy (acc)")
         ax.grid(alpha=0.3)
         ax.margins(x=0.2, y=0.15)
         if xlabel.startswith("bytes"):
@@ -279,6 +283,55 @@ def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
         axes[1].set_title("Quality vs cost: communication")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=9)
+    return _save(fig, path)
+
+
+def online_curve(doc: dict) -> dict | None:
+    """Accuracy over time of an online run: an aggregate's curve, or one seed's computed."""
+    return doc.get("online_curve") or (OM.curve([doc]) if doc.get("online") else None)
+
+
+def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
+    """Online protocol: accuracy of the model in service on each arriving batch over time (mean of
+    ``smooth`` steps, mean over seeds, 95 % band), drift points dashed,
+    re-fine-tunes marked; below, the training seconds spent so far."""
+    fig = figure(11.0, 7.2)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
+    shown = [(k, e, c) for k, e in enumerate(entries) if (c := online_curve(e.doc))]
+    kernel = np.ones(smooth) / smooth
+
+    def smoothed(y):
+        y = np.asarray(y, dtype=float)
+        return np.convolve(np.pad(y, (smooth - 1, 0), mode="edge"), kernel, mode="valid") if smooth > 1 else y
+
+    for k, e, c in shown:
+        style = _style(k)
+        y, x = smoothed(c["accuracy"]), np.arange(len(c["accuracy"]))
+        top.plot(x, y, linewidth=1.8, color=style["color"], label=e.label)
+        lo, hi = c["accuracy_interval"]
+        if all(v is not None and math.isfinite(v) for v in lo + hi):
+            top.fill_between(x, smoothed(lo), smoothed(hi), color=style["color"], alpha=0.12, linewidth=0)
+        refits = sorted(set(c["refits"][0])) if c["refits"] else []
+        top.plot(refits, y[refits], linestyle="none", marker=style["marker"], markersize=6, color=style["color"])
+        bottom.plot(x, c.get("train_seconds_cumulative", np.zeros(len(x))), linewidth=1.8, color=style["color"])
+    if shown:
+        c, names = shown[0][2], shown[0][1].names
+        for d in c["drift_points"]:
+            for ax in (top, bottom):
+                ax.axvline(d - 0.5, color="0.4", linestyle="--", linewidth=1)
+        for exp, first, n in c["segments"]:
+            top.text(first + n / 2 - 0.5, 1.01, names[exp], ha="center", va="bottom", fontsize=9,
+                     transform=top.get_xaxis_transform())
+    top.set_ylim(0, 1)
+    top.set_ylabel(f"accuracy on arrival (mean of {smooth} steps)")
+    top.grid(alpha=0.3)
+    top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
+    bottom.set_ylabel("training s so far")
+    bottom.set_xlabel("time step (dashed: drift points; markers: re-fine-tunes, first seed)")
+    bottom.grid(alpha=0.3)
+    seeds = max((len(e.doc.get("seeds") or []) for e in entries), default=1)
+    fig.suptitle("Serving a drifting stream: accuracy of the model in service before it learns from each batch"
+                 + (f" (mean of {seeds} seeds, band: 95 % interval)" if seeds > 1 else ""), fontsize=11)
     return _save(fig, path)
 
 
@@ -297,6 +350,8 @@ def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]
                                                         "balanced_accuracy_matrix", "Balanced accuracy matrices"),
         "cost_quality.png": plot_cost_quality(entries, out / "cost_quality.png"),
     }
+    if any(online_curve(e.doc) for e in entries):
+        written["online_accuracy.png"] = plot_online(entries, out / "online_accuracy.png")
     cols, body = rows(entries)
     written["comparison.csv"] = write_csv(out / "comparison.csv", cols, body)
     plots = [name for name in written if name.endswith(".png")]

@@ -22,6 +22,7 @@ from clsim.results import final_metric
 from clsim.sinks import atomic_write_text, write_csv
 
 MAJORITY = "majority class"  # the reference row's name
+DETECTOR_KEYS = ("alarms", "false_alarms", "missed_drifts", "delay_steps")  # online columns shown with a detector
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,33 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
+# the online protocol's table (clsim.online): accuracy on each arrival before learning from it, against
+# what learning from the stream cost, and how the detector did against the known drift points
+ONLINE_COLUMNS: tuple[Column, ...] = (
+    Column("strategy", "strategy", lambda d: d["strategy"], "text"),
+    Column("online_acc", "online acc", _metric("online_acc"), "metric"),
+    Column("online_bal_acc", "online bal", _metric("online_bal_acc"), "metric"),
+    Column("acc", "final acc", _metric("acc"), "metric"),
+    Column("bal_acc", "final bal", _metric("bal_acc"), "metric"),
+    Column("online_train_s", "train s", _metric("online_train_seconds"), "seconds"),
+    Column("samples", "samples", _metric("online_samples"), "count"),
+    Column("updates", "updates", _metric("updates"), "count"),
+    Column("labels", "labels read", _metric("labels_consumed"), "count"),
+    Column("alarms", "alarms", _metric("alarms"), "decimal"),
+    Column("false_alarms", "false", _metric("false_alarms"), "decimal"),
+    Column("missed_drifts", "missed", _metric("missed_drifts"), "decimal"),
+    Column("delay_steps", "delay (steps)", _metric("mean_delay_steps"), "decimal"),
+    Column("serve_ms", "serve ms/text", _cost("serve_ms_per_arrival"), "decimal"),
+    Column("complete", "complete", lambda d: bool(d.get("complete")), "flag"),
+)
+
 CONSOLE = ("strategy", "acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc", "serving_acc", "train_s",
-           "samples", "bytes_up", "complete")  # the console's narrower view of the same table
+           "samples", "bytes_up", "complete", "online_acc", "online_bal_acc", "online_train_s", "updates", "labels",
+           "alarms")  # the console's narrower view of the same table
+
+
+def is_online(docs: Sequence[Mapping[str, Any]]) -> bool:
+    return any(d.get("protocol") == "online" for d in docs)
 
 
 @dataclass(frozen=True)
@@ -76,10 +102,11 @@ def majority_row(docs: Sequence[Mapping[str, Any]]) -> dict | None:
         return None
     maj = [float(v) for v in doc["majority"]]
     chance = 1.0 / len(doc["labels"]) if doc.get("labels") else math.nan
+    online = [d["online_majority"] for d in docs if d.get("online_majority") is not None]
     return {"strategy": MAJORITY, "acc": float(np.mean(maj)), "learning_acc": float(np.mean(maj)),
             "serving_acc": float(np.mean(maj[1:])) if len(maj) > 1 else math.nan, "bal_acc": chance,
             "bal_learning_acc": chance, "bwt": 0.0, "forgetting": 0.0, "fwt": math.nan, "complete": True,
-            "costs": {}}
+            "costs": {}, **({"online_acc": float(np.mean(online)), "online_bal_acc": chance} if online else {})}
 
 
 def table(docs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None,
@@ -90,7 +117,9 @@ def table(docs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None
     rows_docs = list(docs) + ([ref] if ref else [])
     fed = any(final_metric(d, "bytes_up") is not None for d in docs)
     partial = not all(d.get("complete") for d in docs)
-    cols = [c for c in COLUMNS if (fed or c.kind != "bytes") and (partial or c.kind != "flag")]
+    detector = any(final_metric(d, "alarms") is not None for d in docs)
+    cols = [c for c in (ONLINE_COLUMNS if is_online(docs) else COLUMNS) if (fed or c.kind != "bytes")
+            and (partial or c.kind != "flag") and (detector or c.key not in DETECTOR_KEYS)]
     rows = []
     for k, d in enumerate(rows_docs):
         row = [Cell(c.get(d), _interval(d, c)) for c in cols]
@@ -118,7 +147,7 @@ def fmt(value: Any, kind: str, interval: tuple[float, float] | None = None) -> s
         return _bytes(float(value))
     if kind == "count":
         return f"{int(round(value)):,}"
-    if kind == "seconds":
+    if kind in ("seconds", "decimal"):
         return f"{float(value):.1f}"
     if kind == "metric":
         text = f"{value:+.3f}" if value < 0 else f"{value:.3f}"
@@ -154,9 +183,11 @@ def csv_rows(cols: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> tuple[li
 
 # --------------------------------------------------------------------------- paired differences
 DIFFERENCES = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc", "serving_acc")
+ONLINE_DIFFERENCES = ("online_acc", "online_bal_acc", "acc", "bal_acc", "online_train_seconds")
 
 
-def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> list[tuple[str, dict]]:
+def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive",
+                metrics: Sequence[str] = DIFFERENCES) -> list[tuple[str, dict]]:
     """Each strategy minus ``baseline`` per metric, paired over the seeds both finished: (mean,
     lo, hi, n). Empty without the baseline."""
     base = next((d for d in docs if d["strategy"] == baseline), None)
@@ -167,7 +198,7 @@ def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> l
         if d is base:
             continue
         row = {}
-        for m in DIFFERENCES:
+        for m in metrics:
             a, b = (d.get("per_seed") or {}).get(m, {}), (base.get("per_seed") or {}).get(m, {})
             common = sorted(set(a) & set(b))
             if common:
@@ -177,8 +208,12 @@ def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> l
     return out
 
 
-def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> list[str]:
-    rows = differences(docs, baseline)
+def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str | None = None) -> list[str]:
+    """Paired differences to ``baseline`` (default: ``frozen`` for online runs, else ``naive``)."""
+    online = is_online(docs)
+    baseline = baseline or ("frozen" if online else "naive")
+    metrics = ONLINE_DIFFERENCES if online else DIFFERENCES
+    rows = differences(docs, baseline, metrics)
     if not rows:
         return []
 
@@ -192,8 +227,7 @@ def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str = "nai
     n = max((v[3] for _, r in rows for v in r.values()), default=0)
     return [f"Difference to `{baseline}`, paired over {n} seed(s) (mean [95 % interval]; an interval that "
             "excludes 0 is a difference the seeds support):", "",
-            *markdown(["strategy", *DIFFERENCES], [[name, *(cell(r.get(m)) for m in DIFFERENCES)]
-                                                   for name, r in rows])]
+            *markdown(["strategy", *metrics], [[name, *(cell(r.get(m)) for m in metrics)] for name, r in rows])]
 
 
 # --------------------------------------------------------------------------- margins per experience
