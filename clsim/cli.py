@@ -192,6 +192,13 @@ def validate(scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml"))
                   f"seed{'s' * (len(p.seeds) > 1)} {', '.join(map(str, p.seeds))}")
     console.print(f"  model: {sc.model.pretrained}, finetune {sc.model.finetune}, max_length {sc.model.max_length}")
     console.print(f"  labels: {', '.join(stream.label_names)}")
+    st = sc.stream
+    if st.protocol == "online":
+        console.print(f"  protocol: online — {stream.experiences[0].name} is the deployment fit, the rest arrive "
+                      f"{st.arrival_batch} per time step ({st.transition.kind} transitions"
+                      + (f" over {st.transition.width} steps" if st.transition.kind == "gradual" else "")
+                      + f"), labels {st.label_delay} step(s) later for {st.label_fraction:.0%} of arrivals",
+                      highlight=False)
     for e in stream.experiences:
         console.print(f"  experience {e.name}: {len(e.train)} train / {len(e.val)} val / {len(e.test)} test")
     for name, what in describe(p):

@@ -22,7 +22,7 @@ from clsim.config import ConfigError
 from clsim.figures import draw_matrix, figure
 from clsim.results import final_metric
 from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
-from clsim.tables import csv_rows, differences_markdown, fmt, margins_markdown, table
+from clsim.tables import ONLINE_NOTE, csv_rows, differences_markdown, fmt, is_online, margins_markdown, table
 from clsim.tables import markdown as markdown_rows
 
 # Okabe & Ito (2008), most legible first; yellow last (weak on white).
@@ -139,6 +139,8 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
              f"`train_s`/`eval_s` in seconds; mean over {seeds} seed(s)"
              + (" ± half the 95 % interval" if seeds > 1 else "") + ".", ""]
     cols, body = table(docs)
+    if is_online(docs):
+        lines += [ONLINE_NOTE, ""]
     lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
     for block in (differences_markdown(docs), margins_markdown(docs)):
         if block:

@@ -81,6 +81,13 @@ CONSOLE = ("strategy", "acc", "bal_acc", "forgetting", "learning_acc", "bal_lear
            "alarms")  # the console's narrower view of the same table
 
 
+ONLINE_NOTE = ("Online protocol: `online_acc` / `online_bal_acc` = accuracy / balanced accuracy of the model in "
+               "service on each arriving batch before it learns from it, mean over time steps; `acc` / `bal_acc` = R "
+               "after the last topic; `online_train_s`, `samples`, `updates`, `labels` = what learning from the "
+               "stream cost (the deployment fit excluded); `alarms` … `delay_steps` = the detector against the known "
+               "drift points; `serve_ms` = serving cost per arriving text (batched, no gradients).")
+
+
 def is_online(docs: Sequence[Mapping[str, Any]]) -> bool:
     return any(d.get("protocol") == "online" for d in docs)
 
@@ -260,6 +267,7 @@ def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]])
     seeds = max((len(doc.get("seeds") or []) for doc in docs), default=1)
     lines = [f"Accuracy in [0, 1]; `bal_` = balanced accuracy; mean over {seeds} seed(s)"
              + (" ± half the 95 % interval" if seeds > 1 else "") + ".", "",
+             *([ONLINE_NOTE, ""] if is_online(docs) else []),
              *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
     for block in (differences_markdown(docs), margins_markdown(docs)):
         if block:
