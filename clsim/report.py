@@ -324,6 +324,9 @@ def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
         for exp, first, n in c["segments"]:
             top.text(first + n / 2 - 0.5, 1.01, names[exp], ha="center", va="bottom", fontsize=9,
                      transform=top.get_xaxis_transform())
+    majority = [e.value("online_majority") for _, e, _ in shown if e.value("online_majority") is not None]
+    if majority:  # the constant predictor of the stream's most common label
+        top.axhline(float(np.mean(majority)), color="0.3", linestyle=":", linewidth=1.2, label="majority class")
     top.set_ylim(0, 1)
     top.set_ylabel(f"accuracy on arrival (mean of {smooth} steps)")
     top.grid(alpha=0.3)
