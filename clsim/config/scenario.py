@@ -131,6 +131,9 @@ class TrainConfig(Strict):
     schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0 at the last step, or hold lr
     lp_epochs: Annotated[int, Field(ge=0)] = 20  # linear-probe epochs before fine-tuning (0: no probe)
     lp_lr: PositiveFloat = 1e-2  # the probe's AdamW learning rate (the head alone, on cached features)
+    # when the probe runs: before every experience, or only while the head is still at its initial
+    # (random) weights — the first experience, and after a periodic or from-scratch reset
+    lp_when: Literal["every", "new_head"] = "every"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
 
