@@ -161,7 +161,7 @@ def run(plan: Plan, name: str, tokens: TokenizedStream, out: Path, cfg: TuneConf
     return write_report(results, name, space, cfg.metric, Path(out))
 
 
-SHOWN = ("acc", "bal_acc", "forgetting", "learning_acc")  # validation scores every trial reports
+SHOWN = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc")  # validation scores every trial reports
 
 
 def write_report(grid, name: str, space: dict, metric: str, out: Path) -> dict:
