@@ -142,7 +142,7 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
     if is_online(docs):
         lines += [ONLINE_NOTE, ""]
     lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
-    for block in (differences_markdown(docs), margins_markdown(docs)):
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
         if block:
             lines += ["", *block]
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]

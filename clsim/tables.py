@@ -3,7 +3,9 @@ console read them from here.
 
 - :data:`COLUMNS`: one row per strategy (mean over seeds, with a 95 % interval when there are
   several), plus a reference row: the majority class (each test set's most common label).
-- :func:`differences`: each strategy minus a baseline (naive), paired over the same seeds.
+- :func:`differences`: each strategy minus a baseline, paired over the same seeds: naive, and
+  ``independent`` when the run has it (the pretrained model fine-tuned on each experience alone:
+  transfer measured against it).
 - :func:`margins`: per experience, each strategy's diagonal accuracy against that test set's
   majority-class rate — the first thing to check under label-prior drift.
 """
@@ -269,7 +271,7 @@ def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]])
              + (" ± half the 95 % interval" if seeds > 1 else "") + ".", "",
              *([ONLINE_NOTE, ""] if is_online(docs) else []),
              *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
-    for block in (differences_markdown(docs), margins_markdown(docs)):
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
         if block:
             lines += ["", *block]
     incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]

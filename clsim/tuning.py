@@ -12,6 +12,7 @@ runs trials side by side as resources allow, and keeps its experiment resumable
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -49,17 +50,23 @@ def search_space(space: dict[str, Dimension]) -> dict[str, Any]:
             out[name] = tune.uniform(*d.uniform)
         elif d.randint:
             out[name] = tune.randint(*d.randint)
+        elif d.grid:
+            out[name] = tune.grid_search(list(d.grid))
         else:
             out[name] = tune.choice(list(d.choice))
     return out
 
 
 def trial_strategy(plan: Plan, name: str, config: dict, extensions: tuple = ()) -> StrategyPlan:
-    """The strategy ``name`` of ``plan`` with a trial's values, checked by the one resolver."""
+    """The strategy ``name`` of ``plan`` with a trial's values, checked by the one resolver. A
+    ``train.<field>`` key searches the strategy's training recipe (e.g. ``train.epochs``)."""
     index = next(k for k, ref in enumerate(plan.scenario.strategies) if ref.run_name == name)
     ref = plan.scenario.strategies[index]
-    trial_ref = StrategyRef.model_validate({"preset": ref.preset, "name": ref.run_name,
-                                           **ref.overrides, **config})
+    params = {k: v for k, v in config.items() if not k.startswith("train.")}
+    train = {**ref.overrides.get("train", {}), **{k[len("train."):]: v for k, v in config.items()
+                                                 if k.startswith("train.")}}
+    trial_ref = StrategyRef.model_validate({"preset": ref.preset, "name": ref.run_name, **ref.overrides,
+                                           **params, **({"train": train} if train else {})})
     return resolve_strategy(trial_ref, file=plan.file, index=index, experiences=plan.experiences,
                             extensions=extensions)
 
@@ -93,22 +100,22 @@ TUNE_FILE = "tune.json"  # the strategy and search a tune folder was started wit
 
 
 def parse_space(items: list[str]) -> dict[str, Dimension]:
-    """``--space`` entries: ``name=loguniform:LOW:HIGH``, ``uniform:LOW:HIGH``, ``randint:LOW:HIGH``
-    or ``choice:A,B,C`` (numbers where they parse)."""
+    """``--space`` entries: ``name=loguniform:LOW:HIGH``, ``uniform:LOW:HIGH``, ``randint:LOW:HIGH``,
+    ``choice:A,B,C`` or ``grid:A,B,C`` (numbers where they parse)."""
     out = {}
     for item in items:
         name, _, spec = item.partition("=")
         kind, _, args = spec.partition(":")
         try:
-            if kind == "choice":
+            if kind in ("choice", "grid"):
                 values = [_number(v) for v in args.split(",") if v]
-                out[name.strip()] = Dimension(choice=values)
+                out[name.strip()] = Dimension.model_validate({kind: values})
             else:
                 low, high = args.split(":")
                 out[name.strip()] = Dimension.model_validate({kind: [_number(low), _number(high)]})
         except Exception:  # any malformed entry is the user's to fix: say what is expected
             raise ConfigError(None, "--space", f"{item!r}: expected NAME=loguniform:LOW:HIGH, uniform:LOW:HIGH, "
-                                               "randint:LOW:HIGH or choice:A,B,...") from None
+                                               "randint:LOW:HIGH, choice:A,B,... or grid:A,B,...") from None
     return out
 
 
@@ -145,15 +152,16 @@ def run(plan: Plan, name: str, tokens: TokenizedStream, out: Path, cfg: TuneConf
                                                            random_state=cfg.search_seed)),
                            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(Path(out).resolve()),
                                                      verbose=0))
-    say(f"{cfg.samples} trials of {name} over {', '.join(space)}, scored by {cfg.metric} on validation splits")
+    grid = math.prod(len(d.grid) for d in space.values() if d.grid)
+    say(f"{cfg.samples * grid} trials of {name} over {', '.join(space)}, scored by {cfg.metric} on validation splits")
     # clsim writes its own report: no TensorBoardX/CSV/JSON trial loggers, no console tables from Tune
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    grid = tuner.fit()
-    return write_report(grid, name, space, cfg.metric, Path(out))
+    results = tuner.fit()
+    return write_report(results, name, space, cfg.metric, Path(out))
 
 
-SHOWN = ("acc", "bal_acc", "forgetting", "learning_acc")  # validation scores every trial reports
+SHOWN = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc")  # validation scores every trial reports
 
 
 def write_report(grid, name: str, space: dict, metric: str, out: Path) -> dict:

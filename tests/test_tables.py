@@ -53,6 +53,9 @@ def test_differences_are_paired_over_common_seeds():
     m2, lo2, hi2 = M.paired_interval([0.66, 0.75, 0.87], [0.60, 0.70, 0.80])
     assert (lo, hi) == (pytest.approx(lo2), pytest.approx(hi2)) and lo > 0  # the seeds support replay > naive
     assert TB.differences([REPLAY]) == []  # no baseline, no table
+    independent = {**agg("independent", {"0": 0.62, "1": 0.71, "2": 0.85}), "strategy": "independent"}
+    md = "\n".join(TB.differences_markdown([NAIVE, REPLAY, independent], "independent"))
+    assert "Difference to `independent`" in md and "| replay | +0.033 [" in md
 
 
 def test_margins_compare_each_diagonal_with_its_majority_rate():

@@ -49,6 +49,9 @@ def test_space_parsing_and_checks(make_scenario):
             parse_space([bad])
     plan = plan_of(make_scenario(strategies=["naive", "ewc"]))
     check(plan, "ewc", space)
+    check(plan, "ewc", parse_space(["train.epochs=grid:1,2"]))  # the recipe can be searched too
+    with pytest.raises(ConfigError, match="train"):
+        check(plan, "ewc", parse_space(["train.epochz=choice:1,2"]))
     with pytest.raises(ConfigError, match="unknown parameter"):
         check(plan, "ewc", {"ewc_lamda": Dimension(choice=[1.0])})
     with pytest.raises(ConfigError, match="valid number"):

@@ -147,6 +147,9 @@ class TrainConfig(Strict):
     schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0 at the last step, or hold lr
     lp_epochs: Annotated[int, Field(ge=0)] = 20  # linear-probe epochs before fine-tuning (0: no probe)
     lp_lr: PositiveFloat = 1e-2  # the probe's AdamW learning rate (the head alone, on cached features)
+    # when the probe runs: before every experience, or only while the head is still at its initial
+    # (random) weights — the first experience, and after a periodic or from-scratch reset
+    lp_when: Literal["every", "new_head"] = "every"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
 
@@ -182,27 +185,29 @@ class StrategyRef(BaseModel):
 
 class Dimension(Strict):
     """One searched hyper-parameter: exactly one of ``loguniform``/``uniform`` [low, high],
-    ``randint`` [low, high) or ``choice`` [values]."""
+    ``randint`` [low, high), ``choice`` [values] (sampled) or ``grid`` [values] (every value, each
+    ``samples`` times)."""
 
     loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
     uniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
     choice: list[Any] | None = Field(default=None, min_length=1)
+    grid: list[Any] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one(self) -> "Dimension":
-        given = [k for k in ("loguniform", "uniform", "randint", "choice") if getattr(self, k) is not None]
+        given = [k for k in ("loguniform", "uniform", "randint", "choice", "grid") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice (got {given or 'none'})")
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice, grid (got {given or 'none'})")
         rng = getattr(self, given[0])
-        if given[0] != "choice" and not rng[0] < rng[1]:
+        if given[0] not in ("choice", "grid") and not rng[0] < rng[1]:
             raise ValueError(f"{given[0]}: expected low < high, got {list(rng)}")
         return self
 
     def example(self) -> Any:
         """A value of the dimension (checked against the strategy before any trial runs)."""
-        if self.choice is not None:
-            return self.choice[0]
+        if self.choice is not None or self.grid is not None:
+            return (self.choice or self.grid)[0]
         low = (self.loguniform or self.uniform or self.randint)[0]
         return low
 

@@ -42,8 +42,10 @@ def recipe_plugins(model: torch.nn.Module, train: TrainConfig) -> list:
     experience's fine-tuning — unless the backbone is frozen (``finetune: head``: the learner
     already trains the head alone, on cached features) — and the warmup/decay schedule."""
     probe = train.lp_epochs > 0 and getattr(model, "backbone_frozen", True) is False
+    initial = {k: v.detach().clone() for k, v in model.head.state_dict().items()} if probe else None
     return [*([LinearProbePlugin(train.lp_epochs, train.lp_lr, train.weight_decay, train.batch_size,
-                                 train.precision)] if probe else []),
+                                 train.precision, initial_head=initial if train.lp_when == "new_head" else None)]
+              if probe else []),
             WarmupSchedulePlugin(train.warmup, train.schedule)]
 
 

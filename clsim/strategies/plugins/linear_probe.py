@@ -31,8 +31,11 @@ from clsim.precision import autocast
 
 class LinearProbePlugin(SupervisedPlugin):
     def __init__(self, epochs: int = 20, lr: float = 1e-2, weight_decay: float = 0.01, batch_size: int = 16,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", initial_head: dict | None = None):
+        """``initial_head`` (``train.lp_when: new_head``): probe only while the head still holds
+        these weights — its random initialisation — not once it has been trained."""
         super().__init__()
+        self.initial_head = initial_head
         self.epochs, self.lr, self.weight_decay = int(epochs), float(lr), float(weight_decay)
         self.batch_size, self.precision = int(batch_size), precision
         self.seconds: list[float] = []  # per probed experience (part of the cost probe's train_seconds)
@@ -40,6 +43,10 @@ class LinearProbePlugin(SupervisedPlugin):
     def before_training_exp(self, strategy, **kwargs):
         if self.epochs == 0 or strategy.train_epochs == 0:
             return
+        if self.initial_head is not None:
+            now = strategy.model.head.state_dict()
+            if not all(torch.equal(now[k].cpu(), v.cpu()) for k, v in self.initial_head.items()):
+                return  # a head that has been trained: fine-tune from it
         t0 = time.perf_counter()
         X, y = self.features(strategy)
         self.fit(strategy.model.head, X, y)
