@@ -20,8 +20,8 @@ import numpy as np
 from clsim import metrics as M
 
 # the per-seed numbers an online document reports at its top level (mean and interval over seeds)
-ONLINE_METRICS = ("online_acc", "online_bal_acc", "online_majority", "online_train_seconds", "updates", "labels_consumed",
-                  "alarms", "false_alarms", "missed_drifts", "mean_delay_steps")
+ONLINE_METRICS = ("online_acc", "online_bal_acc", "online_majority", "online_train_seconds", "online_samples", "updates",
+                  "refits", "labels_consumed", "alarms", "false_alarms", "missed_drifts", "mean_delay_steps")
 
 
 def step_accuracy(confusions: Sequence) -> list[float]:
@@ -106,10 +106,12 @@ def curve(docs: Sequence[Mapping]) -> dict | None:
     acc = np.asarray([step_accuracy([s["confusion"] for s in r["steps"]]) for r in runs])
     bal = np.asarray([step_balanced_accuracy([s["confusion"] for s in r["steps"]]) for r in runs])
     spent = np.asarray([np.cumsum([s["train_seconds"] for s in r["steps"]]) for r in runs])
+    samples = np.asarray([np.cumsum([s["samples"] for s in r["steps"]]) for r in runs])
     band = [M.interval(acc[:, t]) for t in range(acc.shape[1])]
     return {"accuracy": acc.mean(axis=0).tolist(), "balanced_accuracy": bal.mean(axis=0).tolist(),
             "accuracy_interval": [[b[1] for b in band], [b[2] for b in band]],
             "train_seconds_cumulative": spent.mean(axis=0).tolist(),
+            "samples_cumulative": samples.mean(axis=0).tolist(),
             "drift_points": list(runs[0]["drift_points"]), "segments": runs[0]["segments"],
             "alarms": [[s["step"] for s in r["steps"] if s["alarm"]] for r in runs],
             "refits": [[s["step"] for s in r["steps"] if s["update"] == "refit"] for r in runs]}

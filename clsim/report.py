@@ -266,7 +266,7 @@ def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
     index = {e.label: k for k, e in enumerate(entries)}
     online = any(e.value("online_acc") is not None for e in entries)  # online: served accuracy vs its training
     if online:
-        panels[0] = (axes[0], entries, lambda e: e.value("online_train_seconds"), "training time during the stream (s)")
+        panels[0] = (axes[0], entries, lambda e: e.value("online_samples"), "samples trained during the stream")
     for ax, group, xval, xlabel in panels:
         for e in group:
             x, y = xval(e), e.value("online_acc" if online else "acc")
@@ -280,7 +280,7 @@ def plot_cost_quality(entries: Sequence[Entry], path: Path) -> Path:
         ax.margins(x=0.2, y=0.15)
         if xlabel.startswith("bytes"):
             ax.set_xscale("log")
-    axes[0].set_title("Quality vs cost: training time")
+    axes[0].set_title("Quality vs cost: samples trained" if online else "Quality vs cost: training time")
     if fed:
         axes[1].set_title("Quality vs cost: communication")
     handles, labels = axes[0].get_legend_handles_labels()
@@ -296,7 +296,7 @@ def online_curve(doc: dict) -> dict | None:
 def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
     """Online protocol: accuracy of the model in service on each arriving batch over time (mean of
     ``smooth`` steps, mean over seeds, 95 % band), drift points dashed,
-    re-fine-tunes marked; below, the training seconds spent so far."""
+    re-fine-tunes marked; below, the samples trained so far (deterministic, unlike seconds on a shared machine)."""
     fig = figure(11.0, 7.2)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1.3])
     shown = [(k, e, c) for k, e in enumerate(entries) if (c := online_curve(e.doc))]
@@ -315,7 +315,7 @@ def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
             top.fill_between(x, smoothed(lo), smoothed(hi), color=style["color"], alpha=0.12, linewidth=0)
         refits = sorted(set(c["refits"][0])) if c["refits"] else []
         top.plot(refits, y[refits], linestyle="none", marker=style["marker"], markersize=6, color=style["color"])
-        bottom.plot(x, c.get("train_seconds_cumulative", np.zeros(len(x))), linewidth=1.8, color=style["color"])
+        bottom.plot(x, c.get("samples_cumulative", np.zeros(len(x))), linewidth=1.8, color=style["color"])
     if shown:
         c, names = shown[0][2], shown[0][1].names
         for d in c["drift_points"]:
@@ -331,7 +331,7 @@ def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
     top.set_ylabel(f"accuracy on arrival (mean of {smooth} steps)")
     top.grid(alpha=0.3)
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=9)
-    bottom.set_ylabel("training s so far")
+    bottom.set_ylabel("samples trained so far")
     bottom.set_xlabel("time step (dashed: drift points; markers: re-fine-tunes, first seed)")
     bottom.grid(alpha=0.3)
     seeds = max((len(e.doc.get("seeds") or []) for e in entries), default=1)

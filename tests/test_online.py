@@ -233,6 +233,8 @@ def test_online_run_reports_and_plot(online_scenario, tokens_for, tmp_path):
         steps = doc["online"]["steps"]
         assert doc["online_acc"] == pytest.approx(np.mean([np.trace(s["confusion"]) / s["n"] for s in steps]))
         agg = aggregate([doc], [0])
+        assert agg["online_curve"]["samples_cumulative"][-1] == agg["online_samples"] == doc["online_samples"]
+        assert agg["online_samples"] == sum(s["samples"] for s in steps) and "online_samples" in agg["intervals"]
         write_strategy_results(tmp_path / name, agg)
         docs.append(agg)
     assert docs[0]["updates"] == 0 and docs[0]["labels_consumed"] == 0 and docs[1]["updates"] > 0
