@@ -19,6 +19,8 @@ alternate experience by experience; the best of ``repeats`` such passes counts. 
 - ``flower_overhead``: (round wall time − slowest client's training) / round wall time,
   4 clients in Flower's simulation — needs the federated path.
 - ``lora_vs_full_bytes``: bytes a client sends per round with ``lora`` vs ``full``.
+- ``online_serve_vs_train``: under the online protocol (``clsim.online``), serving an arrival
+  (batched inference, no gradients) vs one online step learning from it, per arrival.
 """
 from __future__ import annotations
 
@@ -42,6 +44,7 @@ from clsim.federated.launch import run_simulation_job
 from clsim.federated.schema import FEDERATED
 from clsim.learner import Learner, seed_everything
 from clsim.models import PadCollate, build_model, tokenize_stream
+from clsim.online import run_online
 from clsim.precision import autocast
 from clsim.strategies import make_optimizer
 
@@ -55,6 +58,7 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "head_cached_vs_recompute": (">=", 5.0, "head fine-tuning (train + eval) recomputing features / cached"),
     "flower_overhead": ("<=", 0.15, "(round wall − slowest client's training) / round wall, 4 clients"),
     "lora_vs_full_bytes": ("<=", 0.02, "bytes per round with lora / with full fine-tuning"),
+    "online_serve_vs_train": ("<=", 0.5, "online protocol: serving time / online-step training time, per arrival"),
 }
 
 
@@ -337,6 +341,24 @@ def measure_flower(cfg: BenchConfig, tokens, say) -> Result:
                   f"{slowest / len(steady):.1f} s per round; round 1 (start-up) {first_overhead:.0%}")
 
 
+def measure_online_serving(cfg: BenchConfig, tokens, say) -> Result:
+    """The online protocol's serving cost: the ``online`` preset over the bench stream (the first
+    experience deployed, the second arriving 32 per step), its per-arrival serving time (the model
+    in service predicting each batch before anything learns from it) against its training time."""
+    sc = cfg.scenario()
+    sc = sc.model_copy(update={"stream": sc.stream.model_copy(update={"protocol": "online", "arrival_batch": 32}),
+                               "strategies": [StrategyRef(preset="online")]})
+    plan = resolve_scenario(sc)
+    say(f"online protocol: serving vs learning, {len(tokens.train[1].labels)} arrivals")
+    with tempfile.TemporaryDirectory() as out:
+        doc = run_online(plan, plan.strategies[0], tokens, out)
+    c = doc["costs"]
+    train_ms = 1000.0 * c["online_train_seconds"] / max(c["online_samples"], 1)
+    return Result("online_serve_vs_train", c["serve_ms_per_arrival"] / train_ms,
+                  f"serve {c['serve_ms_per_arrival']:.1f} ms, online step {train_ms:.1f} ms per arrival "
+                  f"({sc.model.finetune} fine-tuning)")
+
+
 def _span(rounds: list[int]) -> str:
     return f"round {rounds[0]}" if len(rounds) == 1 else f"rounds {rounds[0]}–{rounds[-1]}"
 
@@ -356,6 +378,7 @@ def run(cfg: BenchConfig | None = None, say: Callable[[str], None] = lambda s: N
     results.append(measure_head_cache(cfg, tokens, say))
     results.append(measure_flower(cfg, tokens, say))
     results.append(measure_lora_bytes(cfg, tokens))
+    results.append(measure_online_serving(cfg, tokens, say))
     return results
 
 

@@ -144,3 +144,17 @@ def test_group_by_length_pads_less_and_trains_on_every_example_once(make_scenari
         assert sorted(labels) == sorted(y for i in expected for y in tokens.train[i].labels.tolist())
     assert len(seen[True][0]) == len(seen[False][0])  # as many batches
     assert sum(seen[True][0]) < sum(seen[False][0])  # less padding
+
+
+def test_bench_online_serving_cost_tiny():
+    """The online protocol's serving cost: batched inference per arrival against an online step."""
+    from clsim.bench import BenchConfig, measure_online_serving
+    from clsim.data import build_stream
+    from clsim.models import tokenize_stream
+
+    cfg = BenchConfig(tiny=True)
+    sc = cfg.scenario()
+    said: list[str] = []
+    r = measure_online_serving(cfg, tokenize_stream(build_stream(sc.stream, sc.seed), sc.model), said.append)
+    assert r.name == "online_serve_vs_train" and r.value is not None and 0 < r.value < math.inf
+    assert "ms per arrival" in r.detail and said
