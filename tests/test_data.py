@@ -366,3 +366,18 @@ def test_real_corpus_topics_and_stream():
         train_share = np.bincount(exp.train.labels, minlength=3) / 400
         assert np.allclose(train_share, share.loc[exp.name].to_numpy(), atol=0.01)
         assert all(tweets.assign_topic(t) == exp.name for t in exp.train.texts[:50])
+
+
+def test_file_time_mode_online_streams_training_rows_in_time_order(data_file):
+    """Under the online protocol a time window's training rows arrive as they happened; the
+    experiences protocol keeps the drawn (shuffled) order."""
+    def times(split):
+        return [int(t.split()[2][1:]) for t in split.texts]
+
+    online = build_stream(fstream(data_file, time_column="ts", windows=3, protocol="online", arrival_batch=2), 0)
+    plain = build_stream(fstream(data_file, time_column="ts", windows=3), 0)
+    for a, b in zip(online.experiences, plain.experiences):
+        assert times(a.train) == sorted(times(b.train))  # the same rows, in time order
+        assert sorted(a.train.rows.tolist()) == sorted(b.train.rows.tolist()) and a.test.rows.tolist() == b.test.rows.tolist()
+    assert any(times(b.train) != sorted(times(b.train)) for b in plain.experiences)
+    assert "time order" in online.draw["method"]

@@ -25,14 +25,18 @@ METHOD = ("per class, rows shuffled by numpy.random.default_rng(derive_seed(seed
 
 
 def split_pool(pool: Pool, n_train: int, n_test: int, seed: int, index: int,
-               file: str | Path | None = None, *, n_val: int = 0) -> Experience:
-    """Draw disjoint train / val / test rows from ``pool``; stratified by label unless a class is too small."""
+               file: str | Path | None = None, *, n_val: int = 0, in_order: bool = False) -> Experience:
+    """Draw disjoint train / val / test rows from ``pool``; stratified by label unless a class is too small.
+    ``in_order``: the training rows keep the pool's order (a time window's rows sorted by time: the
+    online protocol streams them as they happened)."""
     need = n_train + n_val + n_test
     if len(pool.labels) < need:
         fields = "train_per_experience + " + ("val_per_experience + " if n_val else "") + "test_per_experience"
         raise ConfigError(file, pool.field, f"experience {pool.name!r} has {len(pool.labels)} rows; "
                                             f"needs {fields} = {need}")
     train, val, test = draw(pool.labels, (n_train, n_val, n_test), derive_seed(seed, index, SPLIT_PURPOSE))
+    if in_order:
+        train = np.sort(train)
 
     def take(idx: np.ndarray) -> Split:
         return Split([pool.texts[i] for i in idx], pool.labels[idx].astype(np.int64), pool.rows[idx].astype(np.int64))
@@ -85,9 +89,10 @@ def build_stream(cfg: TweetsStream | SyntheticStream | FileStream, seed: int,
     """The stream a scenario describes. ``file`` only names the scenario file in errors."""
     src = read_source(cfg, seed, file)
     sizes = cfg.train_per_experience, cfg.val_per_experience, cfg.test_per_experience
-    experiences = [split_pool(p, sizes[0], sizes[2], seed, i, file, n_val=sizes[1])
+    in_order = cfg.protocol == "online" and getattr(cfg, "time_column", None) is not None  # arrivals in time order
+    experiences = [split_pool(p, sizes[0], sizes[2], seed, i, file, n_val=sizes[1], in_order=in_order)
                    for i, p in enumerate(_unique_names(src.pools))]
     check_test_labels(experiences, src.pools, src.label_names, file)
     drawn = {"seed": seed, "train_per_experience": sizes[0], "val_per_experience": sizes[1],
-             "test_per_experience": sizes[2], "method": METHOD}
+             "test_per_experience": sizes[2], "method": METHOD + ("; training rows in time order" if in_order else "")}
     return Stream(experiences, list(src.label_names), dict(src.description), src.dedup, drawn)
