@@ -233,13 +233,15 @@ def compare(
                                           help="Run folders (or strategy / scenario folders) holding metrics.json."),
     output: Optional[Path] = typer.Option(None, help="Where to write the report (default: the run folder when "
                                                      "there is one, else ./comparison)."),
+    baseline: Optional[list[str]] = typer.Option(None, help="Also show paired differences to this strategy "
+                                                            "(repeatable)."),
 ):
     """Compare strategies from one or more runs: a table, comparison.md/.csv and PNG plots."""
     from clsim import report  # here: matplotlib takes a second to import
 
     entries = report.load(run_dirs)
     out = output or (run_dirs[0] if len(run_dirs) == 1 and run_dirs[0].is_dir() else Path("comparison"))
-    written = report.write_comparison(entries, out)
+    written = report.write_comparison(entries, out, baseline or ())
     console.print(_table("comparison (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)",
                          [e.doc for e in entries], [e.label for e in entries]))
     console.print(f"report: {written['comparison.md']}, {written['comparison.csv']}")

@@ -22,7 +22,16 @@ from clsim.config import ConfigError
 from clsim.figures import draw_matrix, figure
 from clsim.results import final_metric
 from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
-from clsim.tables import ONLINE_NOTE, csv_rows, differences_markdown, fmt, is_online, margins_markdown, table
+from clsim.tables import (
+    ONLINE_NOTE,
+    csv_rows,
+    differences_markdown,
+    fmt,
+    is_online,
+    margins_markdown,
+    online_margins_markdown,
+    table,
+)
 from clsim.tables import markdown as markdown_rows
 
 # Okabe & Ito (2008), most legible first; yellow last (weak on white).
@@ -131,7 +140,8 @@ def rows(entries: Sequence[Entry]) -> tuple[list[str], list[list[Any]]]:
     return csv_rows(*table([e.doc for e in entries], [e.label for e in entries]))
 
 
-def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
+def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Sequence[str] = ()) -> str:
+    """comparison.md: the table, paired differences (to the default baseline and ``baselines``), margins."""
     docs = [{**e.doc, "strategy": e.label} for e in entries]
     seeds = max((len(e.doc.get("seeds") or []) for e in entries), default=1)
     lines = ["# Strategy comparison", "",
@@ -142,7 +152,9 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
     if is_online(docs):
         lines += [ONLINE_NOTE, ""]
     lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
-    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
+    blocks = (differences_markdown(docs), differences_markdown(docs, "independent"),
+              *(differences_markdown(docs, b) for b in baselines), online_margins_markdown(docs), margins_markdown(docs))
+    for block in blocks:
         if block:
             lines += ["", *block]
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]
@@ -341,10 +353,15 @@ def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
 
 
 # --------------------------------------------------------------------------- all at once
-def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]:
-    """comparison.md, comparison.csv and the PNGs in ``out_dir``; returns name -> path."""
+def write_comparison(entries: Sequence[Entry], out_dir: Path, baselines: Sequence[str] = ()) -> dict[str, Path]:
+    """comparison.md, comparison.csv and the PNGs in ``out_dir``; returns name -> path. ``baselines``:
+    strategies to show paired differences to, besides the default (naive, or frozen online)."""
     if not entries:
         raise ConfigError(None, None, "nothing to compare")
+    labels = [e.label for e in entries]
+    for b in baselines:
+        if b not in labels:
+            raise ConfigError(None, "--baseline", f"no strategy named {b!r} among the compared; have {labels}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {
@@ -360,5 +377,5 @@ def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]
     cols, body = rows(entries)
     written["comparison.csv"] = write_csv(out / "comparison.csv", cols, body)
     plots = [name for name in written if name.endswith(".png")]
-    written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, plots))
+    written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, plots, baselines))
     return written

@@ -192,7 +192,7 @@ def csv_rows(cols: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> tuple[li
 
 # --------------------------------------------------------------------------- paired differences
 DIFFERENCES = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc", "serving_acc")
-ONLINE_DIFFERENCES = ("online_acc", "online_bal_acc", "acc", "bal_acc", "online_train_seconds")
+ONLINE_DIFFERENCES = ("online_acc", "online_bal_acc", "acc", "bal_acc", "online_samples", "online_train_seconds")
 
 
 def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive",
@@ -239,6 +239,31 @@ def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str | None
             *markdown(["strategy", *metrics], [[name, *(cell(r.get(m)) for m in metrics)] for name, r in rows])]
 
 
+def online_margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Online runs: each strategy's served accuracy minus always predicting the stream's most common
+    label (``online_majority``), and its balanced accuracy minus chance (1 / labels), paired per seed."""
+    if not is_online(docs):
+        return []
+    rows, n = [], 0
+    for d in docs:
+        seeds = d.get("per_seed") or {}
+        acc, maj, bal = (seeds.get(k, {}) for k in ("online_acc", "online_majority", "online_bal_acc"))
+        common = sorted(set(acc) & set(maj))
+        if not common:
+            continue
+        chance = 1.0 / len(d.get("labels") or [0, 0, 0])
+        cells = [M.paired_interval([acc[s] for s in common], [maj[s] for s in common]),
+                 M.paired_interval([bal[s] for s in common], [chance] * len(common))]
+        n = max(n, len(common))
+        rows.append([d["strategy"], *(f"{m:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "")
+                                      for m, lo, hi in cells)])
+    if not rows:
+        return []
+    return [f"Margin over the trivial baselines, paired over {n} seed(s) (mean [95 % interval]): online_acc − the "
+            "majority class's online accuracy; online_bal_acc − chance:", "",
+            *markdown(["strategy", "online_acc − majority", "online_bal_acc − chance"], rows)]
+
+
 # --------------------------------------------------------------------------- margins per experience
 def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per experience: its test set's majority-class rate, and each strategy's diagonal accuracy
@@ -271,7 +296,8 @@ def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]])
              + (" ± half the 95 % interval" if seeds > 1 else "") + ".", "",
              *([ONLINE_NOTE, ""] if is_online(docs) else []),
              *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
-    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), online_margins_markdown(docs),
+                  margins_markdown(docs)):
         if block:
             lines += ["", *block]
     incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]

@@ -244,5 +244,25 @@ def test_online_run_reports_and_plot(online_scenario, tokens_for, tmp_path):
     assert rows[-1][0].value == "majority class"
     write_summary(tmp_path, docs)
     assert "Difference to `frozen`" in (tmp_path / "summary.md").read_text()
-    written = report.write_comparison(report.load([tmp_path]), tmp_path / "cmp")
+    written = report.write_comparison(report.load([tmp_path]), tmp_path / "cmp", baselines=["online"])
     assert written["online_accuracy.png"].stat().st_size > 10_000
+    text = written["comparison.md"].read_text()
+    assert "Difference to `frozen`" in text and "Difference to `online`" in text and "Margin over the trivial" in text
+    from clsim.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--baseline"):
+        report.write_comparison(report.load([tmp_path]), tmp_path / "cmp", baselines=["periodic"])
+
+
+def test_online_margins_over_majority_and_chance_by_hand():
+    from clsim.tables import online_margins_markdown
+
+    doc = {"strategy": "a", "protocol": "online", "labels": ["x", "y", "z"],
+           "per_seed": {"online_acc": {"0": 0.6, "1": 0.7}, "online_majority": {"0": 0.5, "1": 0.5},
+                        "online_bal_acc": {"0": 0.4, "1": 0.5}}}
+    lines = online_margins_markdown([doc])
+    # differences 0.1, 0.2: mean 0.15, half width t(0.975, 1) * sd / sqrt(2) = 12.706 * 0.0707 / 1.414 = 0.635
+    # balanced: 0.4 - 1/3, 0.5 - 1/3: mean 0.117, the same half width
+    assert lines[-1] == "| a | +0.150 [-0.485, +0.785] | +0.117 [-0.519, +0.752] |", lines
+    assert "paired over 2 seed(s)" in lines[0]
+    assert online_margins_markdown([{**doc, "protocol": None}]) == []
