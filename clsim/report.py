@@ -324,7 +324,7 @@ def plot_online(entries: Sequence[Entry], path: Path, smooth: int = 3) -> Path:
         top.plot(x, y, linewidth=1.8, color=style["color"], label=e.label)
         lo, hi = c["accuracy_interval"]
         if all(v is not None and math.isfinite(v) for v in lo + hi):
-            top.fill_between(x, smoothed(lo), smoothed(hi), color=style["color"], alpha=0.12, linewidth=0)
+            top.fill_between(x, smoothed(lo), smoothed(hi), color=style["color"], alpha=0.06, linewidth=0)
         refits = sorted(set(c["refits"][0])) if c["refits"] else []
         top.plot(refits, y[refits], linestyle="none", marker=style["marker"], markersize=6, color=style["color"])
         bottom.plot(x, c.get("samples_cumulative", np.zeros(len(x))), linewidth=1.8, color=style["color"])
