@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SCENARIO ?= scenarios/drift_sentiment.yaml
 
-.PHONY: run test clean
+.PHONY: run test report clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,12 @@ run: $(VENV)/.stamp-run
 
 test: $(VENV)/.stamp-test
 	$(BIN)/python -m pytest -q
+
+# The README's reference report: every strategy over 3 seeds (about an hour on 2 CPU cores), then
+# its comparison (tables with intervals, plots) into results/drift_sentiment/, which is committed.
+report: $(VENV)/.stamp-run
+	$(BIN)/clsim run scenarios/drift_sentiment_report.yaml --run-id reference
+	$(BIN)/clsim compare results/drift_sentiment_report/reference --output results/drift_sentiment
 
 clean:
 	rm -rf $(VENV)

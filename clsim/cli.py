@@ -2,6 +2,7 @@
 ``clsim.cli_flower``. Errors print as one line and exit 2 (``clsim.console``)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -19,11 +20,12 @@ from rich.table import Table
 from clsim import cli_flower
 from clsim.config import ConfigError, available_presets, describe, resolve
 from clsim.console import OneLineErrors, console, elapsed, err_console, friendly_errors
-from clsim.data import build_stream
+from clsim.data import build_stream, split_record
 from clsim.federated.schema import FEDERATED
-from clsim.results import fmt, new_run_dir, read_plan
-from clsim.results import table as results_table
+from clsim.results import new_run_dir, read_plan, write_plan, write_splits
 from clsim.sinks import write_json
+from clsim.tables import CONSOLE, fmt
+from clsim.tables import table as results_table
 
 app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Continual and federated learning on drifting text streams.")
@@ -32,11 +34,25 @@ app.add_typer(cli_flower.app, name="flower")
 EXTENSIONS = (FEDERATED,)  # preset blocks beyond template + plugins that `clsim` knows
 
 
-def _prepare(scenario_file: Path, strategies: Optional[str], seed: Optional[int]):
-    """The checked plan and the stream it draws (data read, splits drawn): no training yet."""
-    only = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else None
-    plan = resolve(scenario_file, seed=seed, only=only, extensions=EXTENSIONS)
-    return plan, build_stream(plan.scenario.stream, plan.scenario.seed, scenario_file)
+def _list(text: Optional[str]) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def _seeds(text: Optional[str]) -> list[int] | None:
+    try:
+        return [int(s) for s in _list(text)] if text else None
+    except ValueError:
+        raise ConfigError(None, "--seeds", f"expected comma-separated integers, got {text!r}") from None
+
+
+def _prepare(scenario_file: Path, strategies: Optional[str], seeds: Optional[str]):
+    """The checked plan and the stream of each seed (data read, splits drawn): no training yet."""
+    plan = resolve(scenario_file, seeds=_seeds(seeds), only=_list(strategies), extensions=EXTENSIONS)
+    return plan, _streams(plan)
+
+
+def _streams(plan) -> dict:
+    return {seed: build_stream(plan.scenario.stream, seed, plan.file) for seed in plan.seeds}
 
 
 def _progress_callback(progress: Progress, names: list[str]):
@@ -65,13 +81,14 @@ def _progress_callback(progress: Progress, names: list[str]):
 
 
 def _table(title: str, docs: list[dict], labels: list[str] | None = None) -> Table:
-    """The summary table (clsim.results.COLUMNS) for the console."""
+    """The summary table (clsim.tables.COLUMNS; the CONSOLE columns of it) for the console."""
     cols, rows = results_table(docs, labels)
+    keep = [k for k, c in enumerate(cols) if c.key in CONSOLE]
     table = Table(title=title)
-    for c in cols:
-        table.add_column(c.title, justify="left" if c.kind == "text" else "right", no_wrap=c.kind == "text")
+    for k in keep:
+        table.add_column(cols[k].title, justify="left" if cols[k].kind == "text" else "right", no_wrap=True)
     for r in rows:
-        table.add_row(*(fmt(v, c.kind) for v, c in zip(r, cols)))
+        table.add_row(*(fmt(r[k], cols[k].kind) for k in keep))
     return table
 
 
@@ -94,7 +111,8 @@ def run(
     strategies: Optional[str] = typer.Option(None, help="Comma-separated subset of the scenario's strategies."),
     output: Optional[Path] = typer.Option(None, help="Output root; runs go to OUTPUT/<scenario>/<run id>/ "
                                                      "[default: results]."),
-    seed: Optional[int] = typer.Option(None, min=0, help="Override the scenario's seed."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", "--seed", metavar="N[,N...]",
+                                        help="Override the scenario's seeds: every strategy runs once per seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (default: local Ray)."),
     run_id: Optional[str] = typer.Option(None, help="Name of the run folder (default: UTC timestamp)."),
@@ -117,7 +135,7 @@ def run(
     if resume is not None:
         if scenario_file is not None:
             raise ConfigError(None, "--resume", "give a SCENARIO.yaml or --resume RUN_DIR, not both")
-        fixed = [flag for flag, v in (("--strategies", strategies), ("--seed", seed), ("--output", output),
+        fixed = [flag for flag, v in (("--strategies", strategies), ("--seeds", seeds), ("--output", output),
                                       ("--run-id", run_id)) if v is not None]
         if fixed:
             raise ConfigError(None, fixed[0], "cannot be combined with --resume: a resumed run keeps its own")
@@ -126,22 +144,25 @@ def run(
     t0 = time.perf_counter()
     if resume is not None:
         p = read_plan(resume, EXTENSIONS)
-        stream = build_stream(p.scenario.stream, p.scenario.seed, p.file)
+        streams = _streams(p)
     else:
-        p, stream = _prepare(scenario_file, strategies, seed)
-    sc = p.scenario
+        p, streams = _prepare(scenario_file, strategies, seeds)
+    sc, stream = p.scenario, streams[p.seeds[0]]
     run_dir = resume if resume is not None else new_run_dir(output or Path("results"), sc.name, run_id)
+    if resume is None:
+        write_splits(run_dir, {seed: split_record(s) for seed, s in streams.items()})
     console.print(f"[bold]{sc.name}[/]: {len(stream.experiences)} experiences "
                   f"({', '.join(e.name for e in stream.experiences)}), model {sc.model.pretrained} "
-                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}"
+                  f"({sc.model.finetune}), strategies: {', '.join(s.name for s in p.strategies)}, "
+                  f"seed{'s' * (len(p.seeds) > 1)} {', '.join(map(str, p.seeds))}"
                   + (f"; resuming {run_dir}" if resume is not None else ""))
-    with console.status("tokenising the stream (once for all strategies)"):
-        tokens = tokenize_stream(stream, sc.model)
+    with console.status("tokenising the stream (once per seed, for all strategies)"):
+        tokens = {seed: tokenize_stream(s, sc.model) for seed, s in streams.items()}
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False) as progress:
             with run_log(run_dir):
-                docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, tokens.names),
+                docs = execute(p, tokens, run_dir, device, ray_address, _progress_callback(progress, [e.name for e in stream.experiences]),
                                resume=resume is not None, max_restarts=max_restarts)
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runner._on_sigterm)
         err_console.print(f"{'terminated' if TERMINATED else 'interrupted'}: finished experiences "
@@ -150,7 +171,8 @@ def run(
         _exit(143 if TERMINATED else 130)
     console.print(_table("summary (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)", docs))
     console.print(f"wall time {elapsed(t0)}")
-    console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json")
+    console.print(f"results:     {run_dir}/summary.md, {run_dir}/<strategy>/metrics.json (over seeds), "
+                  f"{run_dir}/<strategy>/seed_<k>/")
     console.print(f"TensorBoard: tensorboard --logdir {run_dir}")
     unfinished = [d for d in docs if not d.get("complete")]
     if unfinished:
@@ -164,13 +186,14 @@ def run(
 @friendly_errors
 def validate(scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml")):
     """Check a scenario and every strategy it names; print what would run."""
-    p, stream = _prepare(scenario_file, None, None)
-    sc = p.scenario
-    console.print(f"[green]ok[/] {scenario_file}: scenario [bold]{sc.name}[/], seed {sc.seed}")
+    p, streams = _prepare(scenario_file, None, None)
+    sc, stream = p.scenario, streams[p.seeds[0]]
+    console.print(f"[green]ok[/] {scenario_file}: scenario [bold]{sc.name}[/], "
+                  f"seed{'s' * (len(p.seeds) > 1)} {', '.join(map(str, p.seeds))}")
     console.print(f"  model: {sc.model.pretrained}, finetune {sc.model.finetune}, max_length {sc.model.max_length}")
     console.print(f"  labels: {', '.join(stream.label_names)}")
     for e in stream.experiences:
-        console.print(f"  experience {e.name}: {len(e.train.texts)} train / {len(e.test.texts)} test")
+        console.print(f"  experience {e.name}: {len(e.train)} train / {len(e.val)} val / {len(e.test)} test")
     for name, what in describe(p):
         console.print(f"  strategy {name}: {what}", highlight=False)
 
@@ -217,6 +240,72 @@ def compare(
 
 
 # ----------------------------------------------------------------------------- clsim flower …
+@app.command()
+@friendly_errors
+def tune(
+    scenario_file: Optional[Path] = typer.Argument(None, metavar="SCENARIO.yaml",
+                                                   help="Scenario file (omit it with --resume)."),
+    strategy: Optional[str] = typer.Option(None, help="The strategy (run name) to tune."),
+    space: Optional[list[str]] = typer.Option(None, "--space", metavar="NAME=KIND:ARGS",
+                                              help="A searched parameter, e.g. ewc_lambda=loguniform:1e4:1e7 or "
+                                                   "mem_size=choice:100,200,400 (repeatable; replaces the "
+                                                   "scenario's tune.space for the strategy)."),
+    samples: Optional[int] = typer.Option(None, min=1, help="Trials [default: the scenario's tune.samples, or 8]."),
+    output: Optional[Path] = typer.Option(None, help="Output root [default: results]."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="TUNE_DIR",
+                                          help="Continue an interrupted search: finished trials are kept."),
+):
+    """Search a strategy's hyper-parameters with Ray Tune, scored on validation splits only."""
+    with warnings.catch_warnings(record=True):  # here: as in `run` (torch, Ray)
+        from clsim import tuning
+        from clsim.learner import resolve_device
+        from clsim.models import tokenize_stream
+        from clsim.runner import start_ray
+
+    from clsim.config.scenario import TuneConfig
+
+    if resume is not None:
+        if scenario_file is not None or strategy or space or samples:
+            raise ConfigError(None, "--resume", "a resumed search keeps its scenario, strategy and space")
+        p = read_plan(resume, EXTENSIONS)
+        meta = json.loads((resume / tuning.TUNE_FILE).read_text(encoding="utf-8"))
+        name, cfg, out = meta["strategy"], TuneConfig.model_validate(meta["tune"]), resume
+    else:
+        if scenario_file is None or not strategy:
+            raise ConfigError(None, "SCENARIO.yaml" if scenario_file is None else "--strategy",
+                              "missing; give a scenario file and --strategy NAME (or --resume TUNE_DIR)")
+        p = resolve(scenario_file, extensions=EXTENSIONS)
+        cfg = p.scenario.tune or TuneConfig()
+        name = strategy
+        if space:
+            cfg = cfg.model_copy(update={"space": {**cfg.space, name: tuning.parse_space(space)}})
+        if samples:
+            cfg = cfg.model_copy(update={"samples": samples})
+        tuning.check(p, name, cfg.space.get(name, {}), EXTENSIONS)
+        out = new_run_dir(output or Path("results"), p.scenario.name,
+                          f"tune-{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+        write_plan(p, out)
+    seed = p.seeds[0]
+    one = p.for_seed(seed)
+    stream = build_stream(one.scenario.stream, seed, p.file)
+    tokens = tokenize_stream(stream, one.scenario.model)
+    write_splits(out, {seed: split_record(stream)})
+    t0 = time.perf_counter()
+    start_ray(None)
+    try:
+        best = tuning.run(one, name, tokens, out, cfg, resolve_device(device), EXTENSIONS, resume is not None,
+                          say=lambda s: console.print(s, highlight=False))
+    finally:
+        import ray  # here: started by start_ray above
+
+        ray.shutdown()
+    console.print(f"best {name}: {best['config']} → {cfg.metric} {best['score']:.4f} on validation "
+                  f"({best['finished']} of {best['trials']} trials); wall time {elapsed(t0)}", highlight=False)
+    console.print(f"report: {out}/tune.md, {out}/trials.csv, {out}/best.json; continue with "
+                  f"`clsim tune --resume {out}`", highlight=False)
+
+
 @app.command()
 @friendly_errors
 def bench(

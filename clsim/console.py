@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from clsim.config import ConfigError
 
-console = Console(width=None if sys.stdout.isatty() else 120)
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

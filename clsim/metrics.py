@@ -1,8 +1,15 @@
-"""Continual-learning metrics as pure functions of the accuracy matrix R.
+"""Continual-learning metrics as pure functions of what a run records.
 
-R is T x T: row i is evaluated after training experience i, column j is the test
-set of experience j. z is the zero-shot row (length T), evaluated before any
-training. Inputs may be nested lists or arrays; results are Python floats.
+A run records confusion matrices (``clsim.evaluation``); from each, :func:`accuracy`,
+:func:`balanced_accuracy` (mean recall over the labels the test set holds — robust to
+label-prior drift, where always predicting the majority class scores well on accuracy) and
+:func:`majority_rate` (the accuracy of always predicting that test set's most common label).
+
+R is T x T: row i is evaluated after training experience i, column j is the test set of
+experience j (accuracy, or balanced accuracy: every metric below applies to either). z is the
+zero-shot row (length T), evaluated before any training. Inputs may be nested lists or arrays;
+results are Python floats. :func:`interval` and :func:`paired_interval` summarise a metric over
+seeds.
 
 Metrics that compare against an earlier or later experience (bwt, fwt,
 forgetting) are undefined when T == 1 and return ``float('nan')`` rather than
@@ -14,9 +21,40 @@ import math
 
 import numpy as np
 
-NAMES = ("acc", "bwt", "fwt", "forgetting", "learning_acc")
+NAMES = ("acc", "bwt", "fwt", "forgetting", "learning_acc", "serving_acc")
 
-__all__ = ["NAMES", "acc", "learning_acc", "bwt", "fwt", "forgetting", "running", "summarize"]
+__all__ = ["NAMES", "accuracy", "balanced_accuracy", "majority_rate", "acc", "learning_acc", "bwt", "fwt",
+           "forgetting", "serving_acc", "running", "summarize", "interval", "paired_interval"]
+
+
+# --------------------------------------------------------------------------- one test set
+def _confusion(C) -> np.ndarray:
+    c = np.asarray(C, dtype=float)
+    if c.ndim != 2 or c.shape[0] != c.shape[1]:
+        raise ValueError(f"a confusion matrix must be K x K, got shape {c.shape}")
+    return c
+
+
+def accuracy(C) -> float:
+    """Share of texts predicted right: trace / total (NaN for an empty test set)."""
+    c = _confusion(C)
+    n = c.sum()
+    return float(np.trace(c) / n) if n else math.nan
+
+
+def balanced_accuracy(C) -> float:
+    """Mean over the labels present in the test set of their recall C[k, k] / sum_p C[k, p]."""
+    c = _confusion(C)
+    support = c.sum(axis=1)
+    present = support > 0
+    return float(np.mean(np.diag(c)[present] / support[present])) if present.any() else math.nan
+
+
+def majority_rate(C) -> float:
+    """Accuracy of always predicting the test set's most common label: max_k support_k / total."""
+    c = _confusion(C)
+    n = c.sum()
+    return float(c.sum(axis=1).max() / n) if n else math.nan
 
 
 def _matrix(R) -> np.ndarray:
@@ -88,8 +126,18 @@ def forgetting(R) -> float:
     return float((past.max(axis=0) - a[-1, :-1]).mean())
 
 
+def serving_acc(R) -> float:
+    """How the model in service does on data that has just arrived, before it learns from it:
+    mean_{k>0} R[k-1, k]. NaN when T == 1."""
+    a = _matrix(R)
+    T = a.shape[0]
+    if T == 1:
+        return math.nan
+    return float(np.diag(a, k=1).mean())
+
+
 def summarize(R, z) -> dict[str, float]:
-    """All summary metrics of the full matrix: acc, bwt, fwt, forgetting, learning_acc."""
+    """All summary metrics of the full matrix (:data:`NAMES`)."""
     a = _matrix(R)
     v = _zero_shot(z, a.shape[0])
     return {
@@ -98,6 +146,7 @@ def summarize(R, z) -> dict[str, float]:
         "fwt": fwt(a, v),
         "forgetting": forgetting(a),
         "learning_acc": learning_acc(a),
+        "serving_acc": serving_acc(a),
     }
 
 
@@ -116,3 +165,28 @@ def running(R, z) -> dict[str, list[float]]:
             out[n].append(x)
     return out
 
+
+# --------------------------------------------------------------------------- over seeds
+def interval(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and two-sided Student-t confidence interval over independent runs (seeds):
+    mean ± t_{(1+level)/2, n-1} · s / sqrt(n). NaN values are left out; with fewer than two
+    values the interval is (NaN, NaN)."""
+    v = np.asarray([x for x in np.asarray(values, dtype=float).ravel() if math.isfinite(x)])
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    from scipy import stats  # here: scipy takes a second to import, and `clsim validate` needs no interval
+
+    half = float(stats.t.ppf((1 + level) / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, mean - half, mean + half
+
+
+def paired_interval(a, b, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean difference a − b over the same seeds, with its t interval (paired: seed k of a
+    against seed k of b, so what the seed shares — split, initialisation — cancels out)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values must match, got {a.shape} and {b.shape}")
+    return interval(a - b, level)

@@ -15,7 +15,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -183,13 +183,17 @@ class TokenizedSplit:
 
 @dataclass(frozen=True)
 class TokenizedStream:
-    """A stream tokenised once per scenario and shared by every strategy run."""
+    """A stream tokenised once per scenario and shared by every strategy run.
+
+    ``val`` is empty when the scenario has no validation split (``val_per_experience: 0``),
+    else one split per experience, disjoint from its train and test splits."""
 
     names: list[str]
     label_names: list[str]
     train: list[TokenizedSplit]
     test: list[TokenizedSplit]
     pad_id: int
+    val: list[TokenizedSplit] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -200,8 +204,9 @@ def tokenize_stream(stream, cfg: ModelConfig) -> TokenizedStream:
         return TokenizedSplit(tokenize(s.texts, cfg.pretrained, cfg.max_length), np.asarray(s.labels, dtype=np.int64))
 
     pad_id = load_tokenizer(cfg.pretrained).pad_token_id or 0
+    has_val = any(len(e.val) for e in stream.experiences)
     return TokenizedStream(
         names=[e.name for e in stream.experiences], label_names=list(stream.label_names),
         train=[split(e.train) for e in stream.experiences], test=[split(e.test) for e in stream.experiences],
-        pad_id=pad_id,
+        pad_id=pad_id, val=[split(e.val) for e in stream.experiences] if has_val else [],
     )

@@ -18,14 +18,18 @@ from typing import Any, Sequence
 import numpy as np
 
 from clsim.config import ConfigError
-from clsim.results import draw_matrix, figure, final_metric, markdown_table, table
+from clsim.figures import draw_matrix, figure
+from clsim.results import final_metric
 from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
+from clsim.tables import csv_rows, differences_markdown, fmt, margins_markdown, table
+from clsim.tables import markdown as markdown_rows
 
 # Okabe & Ito (2008), most legible first; yellow last (weak on white).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000", "#F0E442")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-PLOTS = ("accuracy_per_experience.png", "average_accuracy.png", "accuracy_matrices.png", "cost_quality.png")
+PLOTS = ("accuracy_per_experience.png", "average_accuracy.png", "accuracy_matrices.png",
+         "balanced_accuracy_matrices.png", "cost_quality.png")
 
 
 @dataclass
@@ -121,15 +125,23 @@ def load(paths: Sequence[Path]) -> list[Entry]:
 
 # --------------------------------------------------------------------------- tables
 def rows(entries: Sequence[Entry]) -> tuple[list[str], list[list[Any]]]:
-    """The comparison table (clsim.results.COLUMNS): column keys and rows, labels as strategy names."""
-    cols, body = table([e.doc for e in entries], [e.label for e in entries])
-    return [c.key for c in cols], body
+    """The comparison table (clsim.tables.COLUMNS) as CSV: column keys (with interval bounds) and
+    rows, labels as strategy names, the majority-class reference last."""
+    return csv_rows(*table([e.doc for e in entries], [e.label for e in entries]))
 
 
 def markdown(entries: Sequence[Entry], plots: Sequence[str] = ()) -> str:
+    docs = [{**e.doc, "strategy": e.label} for e in entries]
+    seeds = max((len(e.doc.get("seeds") or []) for e in entries), default=1)
     lines = ["# Strategy comparison", "",
-             "Accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting; `train_s`/`eval_s` in seconds.", ""]
-    lines += markdown_table(*table([e.doc for e in entries], [e.label for e in entries]))
+             "Accuracy in [0, 1]; `bal_` = balanced accuracy; bwt < 0 and forgetting > 0 mean forgetting; "
+             f"`train_s`/`eval_s` in seconds; mean over {seeds} seed(s)"
+             + (" ± half the 95 % interval" if seeds > 1 else "") + ".", ""]
+    cols, body = table(docs)
+    lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
+        if block:
+            lines += ["", *block]
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]
     if plots:
         lines += [""] + [f"![{Path(p).stem.replace('_', ' ')}]({Path(p).name})" for p in plots]
@@ -200,6 +212,9 @@ def plot_average_accuracy(entries: Sequence[Entry], path: Path) -> Path:
         R = e.R
         acc = [float(np.nanmean(R[i, : i + 1])) for i in range(len(R))]
         ax.plot(np.arange(len(acc)), acc, linewidth=2, markersize=6, label=e.label, **_style(k))
+        band = (e.doc.get("running_intervals") or {}).get("acc")
+        if band and len(band[0]) == len(acc) and all(v is not None and math.isfinite(v) for v in band[0] + band[1]):
+            ax.fill_between(np.arange(len(acc)), band[0], band[1], color=_style(k)["color"], alpha=0.15, linewidth=0)
     shared = _shared_names(entries)
     ticks = np.arange(T)
     ax.set_xticks(ticks, shared[:T] if shared else [str(t + 1) for t in ticks], rotation=20 if shared else 0)
@@ -209,12 +224,15 @@ def plot_average_accuracy(entries: Sequence[Entry], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=9,
               frameon=False)
-    ax.set_title("Average accuracy after each experience")
+    seeds = max((len(e.doc.get("seeds") or []) for e in entries), default=1)
+    ax.set_title("Average accuracy after each experience" + (f" (mean of {seeds} seeds, band: 95 % interval)"
+                                                             if seeds > 1 else ""))
     return _save(fig, path)
 
 
-def plot_matrices(entries: Sequence[Entry], path: Path) -> Path:
-    """The accuracy matrices side by side (rows: trained on, columns: tested on)."""
+def plot_matrices(entries: Sequence[Entry], path: Path, key: str = "accuracy_matrix",
+                  title: str = "Accuracy matrices R[i][j]") -> Path:
+    """The accuracy (or balanced accuracy) matrices side by side (rows: trained on, columns: tested on)."""
     nrows, ncols = _grid(len(entries), 4)
     T = max(len(e.names) for e in entries)
     side = 1.2 + 0.55 * T
@@ -223,13 +241,14 @@ def plot_matrices(entries: Sequence[Entry], path: Path) -> Path:
     im = None
     for k, e in enumerate(entries):
         ax = axes[k // ncols][k % ncols]
-        im = draw_matrix(ax, e.R, e.names, e.label)
+        mat = np.asarray(e.doc.get(key, e.doc["accuracy_matrix"]), dtype=float).reshape(-1, len(e.names))
+        im = draw_matrix(ax, mat, e.names, e.label)
         if k % ncols:
             ax.set_ylabel("")
     for k in range(len(entries), nrows * ncols):
         axes[k // ncols][k % ncols].set_visible(False)
     fig.colorbar(im, ax=axes.ravel().tolist(), fraction=0.025, pad=0.02, label="accuracy")
-    fig.suptitle("Accuracy matrices R[i][j]", fontsize=12)
+    fig.suptitle(title, fontsize=12)
     return _save(fig, path)
 
 
@@ -274,9 +293,12 @@ def write_comparison(entries: Sequence[Entry], out_dir: Path) -> dict[str, Path]
         "accuracy_per_experience.png": plot_per_experience(entries, out / "accuracy_per_experience.png"),
         "average_accuracy.png": plot_average_accuracy(entries, out / "average_accuracy.png"),
         "accuracy_matrices.png": plot_matrices(entries, out / "accuracy_matrices.png"),
+        "balanced_accuracy_matrices.png": plot_matrices(entries, out / "balanced_accuracy_matrices.png",
+                                                        "balanced_accuracy_matrix", "Balanced accuracy matrices"),
         "cost_quality.png": plot_cost_quality(entries, out / "cost_quality.png"),
     }
     cols, body = rows(entries)
     written["comparison.csv"] = write_csv(out / "comparison.csv", cols, body)
-    written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, list(written)[:4]))
+    plots = [name for name in written if name.endswith(".png")]
+    written["comparison.md"] = atomic_write_text(out / "comparison.md", markdown(entries, plots))
     return written

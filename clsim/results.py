@@ -1,22 +1,20 @@
-"""What a run leaves behind and how it is read: the run folder, the metrics document of each
-strategy, the one table of columns every summary shows, and the accuracy-matrix heatmap.
+"""What a run leaves behind: the run folder and the metrics documents.
 
 A run folder ``<output>/<scenario>/<run id>/`` holds ``plan.json`` (the resolved plan: what
-``clsim run --resume`` continues), ``scenario.yaml`` (the same scenario for people), one folder
-per strategy (``metrics.json``, ``accuracy_matrix.csv``, TensorBoard events, ``checkpoint.pt``)
-and ``summary.csv`` / ``summary.md``. ``summary.*``, ``clsim compare`` and the CLI's table all
-read :data:`COLUMNS`; the TensorBoard image and ``clsim compare``'s figure both draw R with
-:func:`draw_matrix`.
+``clsim run --resume`` continues), ``scenario.yaml`` (the same scenario for people),
+``splits.json`` (the corpus rows of every split, per seed), one folder per strategy with one
+folder per seed (``seed_<k>/``: ``metrics.json``, the matrices as CSV, TensorBoard events,
+``checkpoint.pt``) and the strategy's ``metrics.json`` over its seeds (:func:`aggregate`), and
+``summary.csv`` / ``summary.md`` (``clsim.tables``).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import yaml
@@ -51,6 +49,15 @@ def write_plan(plan: Plan, run_dir: Path) -> None:
     atomic_write_text(run_dir / PLAN_FILE, plan.to_json())
 
 
+SPLITS_FILE = "splits.json"
+
+
+def write_splits(run_dir: Path, records: dict[int, dict]) -> None:
+    """Every split of every seed as corpus row ids (``clsim.data.split_record``), so anyone can
+    audit which texts trained, validated and tested what."""
+    write_json(Path(run_dir) / SPLITS_FILE, {"seeds": {str(seed): rec for seed, rec in records.items()}})
+
+
 def read_plan(run_dir: Path, extensions: tuple[Extension, ...] = ()) -> Plan:
     """The plan a run folder was started with; nothing is resolved again."""
     run_dir = Path(run_dir)
@@ -62,59 +69,149 @@ def read_plan(run_dir: Path, extensions: tuple[Extension, ...] = ()) -> Plan:
     return Plan.from_json((run_dir / PLAN_FILE).read_text(encoding="utf-8"), extensions, run_dir / PLAN_FILE)
 
 
-def partial_doc(run_dir: Path, name: str, error: str | None = None) -> dict:
-    """A strategy's metrics.json as far as it got (``complete`` false), or a stub if it has none."""
+def seed_dir(run_dir: Path, name: str, seed: int) -> Path:
+    """Where one (strategy, seed) run writes: its metrics, TensorBoard events (a TensorBoard run
+    named ``<strategy>/seed_<k>``) and checkpoint."""
+    return Path(run_dir) / name / f"seed_{seed}"
+
+
+def _read(path: Path) -> dict | None:
     try:
-        doc = json.loads((Path(run_dir) / name / "metrics.json").read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        doc = {"strategy": name, "accuracy_matrix": [], "complete": False, "costs": {}}
+        return None
+
+
+def partial_doc(run_dir: Path, name: str, seeds: list[int], error: str | None = None) -> dict:
+    """A strategy's results over ``seeds`` as far as they got: the seed documents found,
+    aggregated (``complete`` only when every seed finished), or a stub if there are none."""
+    docs = [d for d in (_read(seed_dir(run_dir, name, s) / "metrics.json") for s in seeds) if d]
+    doc = aggregate(docs, seeds) if docs else {"strategy": name, "accuracy_matrix": [], "complete": False,
+                                               "costs": {}, "seeds": list(seeds)}
     if error:
         doc["error"] = error
     return doc
 
 
-def finished_docs(run_dir: Path, names: list[str]) -> dict[str, dict]:
-    """Strategies of a run folder whose metrics.json is complete (written after their last TensorBoard entry)."""
+def finished_seeds(run_dir: Path, name: str, seeds: list[int]) -> dict[int, dict]:
+    """The seed runs of a strategy whose metrics.json is complete (written after their last
+    TensorBoard entry): a resume keeps them."""
     out = {}
-    for name in names:
-        doc = partial_doc(run_dir, name)
-        if doc.get("complete"):
-            out[name] = doc
+    for s in seeds:
+        doc = _read(seed_dir(run_dir, name, s) / "metrics.json")
+        if doc and doc.get("complete"):
+            out[s] = doc
     return out
 
 
 # --------------------------------------------------------------------------- documents
-def document(name: str, names: list[str], z: list[float], R: list[list[float]], costs: dict, hparams: dict,
-             extra: dict | None = None) -> dict:
-    """The metrics.json document: every number is a function of R, z and the costs."""
-    out = {"strategy": name, "experiences": names, "zero_shot": z, "accuracy_matrix": R,
-           "complete": len(R) == len(names), "costs": costs, "hparams": hparams}
+def _rows(confusions, fn) -> list:
+    return [fn(c) for c in confusions]
+
+
+def document(name: str, names: list[str], labels: list[str], z_conf: list, C: list[list], costs: dict,
+             hparams: dict, extra: dict | None = None) -> dict:
+    """One (strategy, seed) run's metrics.json. Every number is a function of the recorded
+    confusion matrices (``confusion``: the zero-shot row and one row per trained experience) and
+    the costs: accuracy and balanced-accuracy matrices, each test set's majority-class rate,
+    and every metric of both matrices (balanced ones prefixed ``bal_``)."""
+    z, zb = _rows(z_conf, M.accuracy), _rows(z_conf, M.balanced_accuracy)
+    R = [_rows(row, M.accuracy) for row in C]
+    B = [_rows(row, M.balanced_accuracy) for row in C]
+    out = {"strategy": name, "seed": hparams.get("seed"), "experiences": names, "labels": labels,
+           "zero_shot": z, "accuracy_matrix": R, "balanced_zero_shot": zb, "balanced_accuracy_matrix": B,
+           "majority": _rows(z_conf, M.majority_rate), "complete": len(R) == len(names), "costs": costs,
+           "hparams": hparams,
+           "confusion": {"zero_shot": [np.asarray(c).tolist() for c in z_conf],
+                         "rows": [[np.asarray(c).tolist() for c in row] for row in C]}}
     if R:
-        sub = [row[: len(R)] for row in R]
-        out.update(M.summarize(sub, z[: len(R)]))
-        out["running"] = M.running(sub, z[: len(R)])
+        k = len(R)
+        for prefix, mat, zero in (("", R, z), ("bal_", B, zb)):
+            sub = [row[:k] for row in mat]
+            out.update({prefix + m: v for m, v in M.summarize(sub, zero[:k]).items()})
+            out[prefix + "running"] = M.running(sub, zero[:k])
     out.update(extra or {})
     return out
 
 
+def _nanmean(arrays) -> list:
+    """Element-wise mean over runs, ignoring NaN (JSON null) entries; all-NaN stays NaN."""
+    a = np.asarray(arrays, dtype=float)
+    with np.errstate(invalid="ignore"):
+        counts = np.sum(np.isfinite(a), axis=0)
+        mean = np.where(counts > 0, np.nansum(a, axis=0) / np.maximum(counts, 1), np.nan)
+    return mean.tolist()
+
+
+def _mean(values: list) -> float | int:
+    """A cost averaged over seeds; counts that agree stay integers."""
+    mean = float(np.mean(values))
+    return int(mean) if all(isinstance(v, int) for v in values) and mean.is_integer() else mean
+
+
+METRICS = (*M.NAMES, *(f"bal_{m}" for m in M.NAMES))  # every metric a document reports
+
+
+def aggregate(docs: list[dict], seeds: list[int]) -> dict:
+    """A strategy over its seeds (``<run>/<strategy>/metrics.json``): per metric the mean, a 95 %
+    t interval and the value of every seed; mean matrices, majority rates and costs. ``complete``
+    when every seed in ``seeds`` finished. A seed still running contributes nothing."""
+    done = [d for d in docs if d.get("complete")] or docs
+    first = done[0]
+    out: dict[str, Any] = {"strategy": first["strategy"], "seeds": list(seeds),
+                           "seeds_done": sorted(d.get("seed") for d in docs if d.get("complete")),
+                           "complete": len([d for d in docs if d.get("complete")]) == len(seeds),
+                           "experiences": first["experiences"], "labels": first.get("labels"),
+                           "hparams": {k: v for k, v in (first.get("hparams") or {}).items() if k != "seed"},
+                           "intervals": {}, "per_seed": {}}
+    for key in ("zero_shot", "accuracy_matrix", "balanced_zero_shot", "balanced_accuracy_matrix", "majority"):
+        mats = [np.asarray(d[key], dtype=float) for d in done if key in d and d[key]]
+        if mats and all(m.shape == mats[0].shape for m in mats):
+            out[key] = _nanmean(mats)
+    for m in METRICS:
+        values = {str(d.get("seed")): d.get(m) for d in done if d.get(m) is not None}
+        if values:
+            mean, lo, hi = M.interval(list(values.values()))
+            out[m], out["intervals"][m], out["per_seed"][m] = mean, [lo, hi], values
+    for prefix in ("", "bal_"):
+        runs = [d[prefix + "running"] for d in done if prefix + "running" in d]
+        if runs and all(len(r["acc"]) == len(runs[0]["acc"]) for r in runs):
+            out[prefix + "running"] = {m: _nanmean([r[m] for r in runs]) for m in runs[0]}
+            acc = np.asarray([r["acc"] for r in runs], dtype=float)
+            steps = [M.interval(acc[:, t]) for t in range(acc.shape[1])]
+            out[prefix + "running_intervals"] = {"acc": [[s[1] for s in steps], [s[2] for s in steps]]}
+    costs = [d.get("costs") or {} for d in done]
+    out["costs"] = {k: _mean([c[k] for c in costs]) for k in costs[0]
+                    if all(isinstance(c.get(k), (int, float)) for c in costs)}
+    for key in ("bytes_up", "bytes_down"):  # federated: totals per seed, averaged
+        totals = [final_metric(d, key) for d in done if key in d]
+        if totals:
+            out[key] = float(np.mean(totals))
+    return out
+
+
 def write_strategy_results(dir: str | os.PathLike, doc: Mapping[str, Any]) -> Path:
-    """``metrics.json`` (everything) and ``accuracy_matrix.csv`` (zero-shot row first, then one
-    row per trained experience) into ``dir``; returns ``dir``."""
+    """``metrics.json`` (everything), ``accuracy_matrix.csv`` and ``balanced_accuracy_matrix.csv``
+    (zero-shot row first, then one row per trained experience) into ``dir``; returns ``dir``."""
     d = Path(dir)
     names = list(doc["experiences"])
-    rows = [["zero_shot", *doc["zero_shot"]]]
-    for i, r in enumerate(doc["accuracy_matrix"]):
-        if len(r) != len(names):
-            raise ValueError(f"{len(r)} values for {len(names)} experience names")
-        rows.append([names[i], *r])
+    for key, zero, file in (("accuracy_matrix", "zero_shot", "accuracy_matrix.csv"),
+                            ("balanced_accuracy_matrix", "balanced_zero_shot", "balanced_accuracy_matrix.csv")):
+        if key not in doc:
+            continue
+        rows = [["zero_shot", *doc[zero]]]
+        for i, r in enumerate(doc[key]):
+            if len(r) != len(names):
+                raise ValueError(f"{len(r)} values for {len(names)} experience names")
+            rows.append([names[i], *r])
+        write_csv(d / file, ["trained_on", *names], rows)
     write_json(d / "metrics.json", doc)
-    write_csv(d / "accuracy_matrix.csv", ["trained_on", *names], rows)
     return d
 
 
 def final_metric(doc: Mapping[str, Any], name: str) -> float | None:
-    """A document's final value of ``name`` (top level or under ``costs``); per-round lists
-    (e.g. ``bytes_up``) are summed; None when absent or not finite."""
+    """A document's final value of ``name`` (top level or under ``costs``; an aggregate's mean);
+    per-round lists (e.g. ``bytes_up``) are summed; None when absent or not finite."""
     v = doc.get(name, (doc.get("costs") or {}).get(name))
     if isinstance(v, Mapping):
         v = v.get("total")
@@ -122,131 +219,6 @@ def final_metric(doc: Mapping[str, Any], name: str) -> float | None:
         flat = np.asarray(v, dtype=float).ravel()
         v = float(np.nansum(flat)) if flat.size else None
     return float(v) if v is not None and math.isfinite(float(v)) else None
-
-
-# --------------------------------------------------------------------------- the column table
-@dataclass(frozen=True)
-class Column:
-    key: str  # header in summary.csv / comparison.csv
-    title: str  # header in the console's table
-    get: Callable[[Mapping[str, Any]], Any]
-    kind: str  # how a value prints: text, metric, seconds, count, bytes, flag
-
-
-def _cost(key: str) -> Callable[[Mapping[str, Any]], Any]:
-    return lambda doc: (doc.get("costs") or {}).get(key)
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("strategy", "strategy", lambda d: d["strategy"], "text"),
-    *(Column(m, m, (lambda m: lambda d: final_metric(d, m))(m), "metric") for m in M.NAMES),
-    Column("train_s", "train s", _cost("train_seconds"), "seconds"),
-    Column("eval_s", "eval s", _cost("eval_seconds"), "seconds"),
-    Column("samples", "samples", _cost("samples_trained"), "count"),
-    Column("trainable_params", "trainable", _cost("trainable_params"), "count"),
-    Column("bytes_up", "bytes up", lambda d: final_metric(d, "bytes_up"), "bytes"),
-    Column("bytes_down", "bytes down", lambda d: final_metric(d, "bytes_down"), "bytes"),
-    Column("complete", "complete", lambda d: bool(d.get("complete")), "flag"),
-)
-
-
-def table(docs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None) -> tuple[list[Column], list[list]]:
-    """The summary table of ``docs``: byte columns only when a run is federated, ``complete``
-    only when a run is not. ``labels`` replace the strategy names (e.g. prefixed by run)."""
-    fed = any(final_metric(d, "bytes_up") is not None for d in docs)
-    partial = not all(d.get("complete") for d in docs)
-    cols = [c for c in COLUMNS if (fed or c.kind != "bytes") and (partial or c.kind != "flag")]
-    rows = [[c.get(d) for c in cols] for d in docs]
-    for row, label in zip(rows, labels or ()):
-        row[0] = label
-    return cols, rows
-
-
-def fmt(value: Any, kind: str) -> str:
-    """One cell: 3 decimals (signed when negative), seconds to 0.1, counts with separators,
-    bytes with units, "—" for none."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if kind == "flag":
-        return "yes" if value else "no"
-    if kind == "bytes":
-        return _bytes(float(value))
-    if kind == "count":
-        return f"{int(value):,}"
-    if kind == "seconds":
-        return f"{float(value):.1f}"
-    if kind == "metric":
-        return f"{value:+.3f}" if value < 0 else f"{value:.3f}"
-    return str(value).replace("|", "\\|")
-
-
-def _bytes(v: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(v) < 1000 or unit == "GB":
-            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
-        v /= 1000.0
-    return f"{v:.1f} GB"
-
-
-def markdown_table(cols: Sequence[Column], rows: Sequence[Sequence[Any]]) -> list[str]:
-    lines = ["| " + " | ".join(c.key for c in cols) + " |",
-             "|" + "|".join([":---"] + ["---:"] * (len(cols) - 1)) + "|"]
-    return lines + ["| " + " | ".join(fmt(v, c.kind) for v, c in zip(r, cols)) + " |" for r in rows]
-
-
-def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]]) -> Path:
-    """``summary.csv`` (full precision) and ``summary.md`` (the table, and a note naming every
-    strategy that has not finished) — one row per strategy, in plan order."""
-    d = Path(run_dir)
-    cols, rows = table(docs)
-    write_csv(d / "summary.csv", [c.key for c in cols], rows)
-    lines = markdown_table(cols, rows)
-    incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]
-    if incomplete:
-        lines += ["", f"Incomplete strategies (partial or missing results): {', '.join(incomplete)}"]
-    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
-    return d
-
-
-# --------------------------------------------------------------------------- the heatmap
-def figure(width: float, height: float, dpi: int = 110):
-    """A matplotlib Figure on an Agg canvas (no pyplot, no global backend state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: matplotlib costs a second to import
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def draw_matrix(ax, R, names: Sequence[str], title: str, fontsize: float = 8):
-    """R (rows: trained on, columns: tested on) as a heatmap on ``ax``, values written in the
-    cells, colour-blind-safe ``cividis``; NaN cells stay blank. Returns the image (for a colorbar)."""
-    a = np.asarray(R, dtype=float)
-    if a.ndim != 2 or a.shape[1] != len(names) or a.shape[0] > len(names):
-        raise ValueError(f"matrix of shape {a.shape} does not fit {len(names)} experience names")
-    im = ax.imshow(np.ma.masked_invalid(a), cmap="cividis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(names)), labels=list(names), rotation=45, ha="right", fontsize=fontsize)
-    ax.set_yticks(range(a.shape[0]), labels=list(names[: a.shape[0]]), fontsize=fontsize)
-    ax.set_xlabel("tested on")
-    ax.set_ylabel("trained on")
-    ax.set_title(title, fontsize=fontsize + 2)
-    for i in range(a.shape[0]):
-        for j in range(len(names)):
-            if math.isfinite(a[i, j]):
-                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=fontsize - 1,
-                        color="black" if a[i, j] > 0.6 else "white")
-    return im
-
-
-def matrix_image(R, names: Sequence[str], title: str = "accuracy matrix") -> np.ndarray:
-    """The heatmap of R as an HxWx3 uint8 array (TensorBoard's image)."""
-    size = 2.0 + 0.7 * len(names)
-    fig = figure(size + 1.0, size, dpi=100)
-    ax = fig.add_subplot()
-    fig.colorbar(draw_matrix(ax, R, names, title), ax=ax, fraction=0.046, pad=0.04)
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
 # --------------------------------------------------------------------------- TensorBoard's hparams view
@@ -258,7 +230,7 @@ HPARAM_METRICS = (*M.NAMES, "train_seconds", "bytes_up", "bytes_down", "bytes_to
 def write_hparams_experiment(run_dir: str | os.PathLike) -> Path | None:
     """Make TensorBoard's hparams dashboard list every strategy of a run folder.
 
-    Reads ``<run_dir>/*/metrics.json``; writes one experiment summary at the run folder's root
+    Reads ``<run_dir>/<strategy>/seed_<k>/metrics.json``; writes one experiment summary at the run folder's root
     (TensorBoard uses the first it finds) whose columns are the union of all strategies'
     hyper-parameters and the :data:`HPARAM_METRICS` any of them reports; and, in each strategy
     folder, whatever the dashboard would otherwise miss: a session and the ``hparam/<metric>``
@@ -267,7 +239,7 @@ def write_hparams_experiment(run_dir: str | os.PathLike) -> Path | None:
 
     root = Path(run_dir)
     docs = {}
-    for f in sorted(root.glob("*/metrics.json")):
+    for f in sorted(root.glob("*/seed_*/metrics.json")):
         try:
             docs[f.parent] = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -277,7 +249,7 @@ def write_hparams_experiment(run_dir: str | os.PathLike) -> Path | None:
     union: dict[str, list] = {}
     metrics: list[str] = []
     for d, doc in docs.items():
-        hp = hparam_values({**(doc.get("hparams") or {}), "strategy": doc.get("strategy", d.name)})
+        hp = hparam_values({**(doc.get("hparams") or {}), "strategy": doc.get("strategy", d.parent.name)})
         finals = {m: final_metric(doc, m) for m in HPARAM_METRICS}
         metrics += [m for m, v in finals.items() if v is not None and m not in metrics]
         for k, v in hp.items():

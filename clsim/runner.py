@@ -1,7 +1,7 @@
 """Ray: one actor per central strategy run, restarts of dead actors, start-up and signals.
 
-The driver puts the tokenised stream in Ray's object store once and starts one actor per
-strategy. Each actor asks for a GPU (or the scenario's fraction of one) when CUDA is visible,
+The driver puts each seed's tokenised stream in Ray's object store once and starts one actor
+per (strategy, seed) run. Each actor asks for a GPU (or the scenario's fraction of one) when CUDA is visible,
 else CPUs, matches torch's threads to its CPUs, and runs ``clsim.lifecycle.run_strategy``,
 which writes its results and a checkpoint after every experience. If an actor's process dies,
 Ray restarts it and the driver re-submits the run, which resumes from that checkpoint.
@@ -13,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import ray
@@ -34,8 +35,9 @@ class StrategyActor:
         torch.set_num_threads(max(1, threads))
         self.events: list[tuple] = []
 
-    def run(self, plan, spec, tokens, run_dir, device, resume=None):
-        return run_strategy(plan, spec, tokens, run_dir, device, lambda *e: self.events.append(e), resume)
+    def run(self, label, plan, spec, tokens, run_dir, device, resume=None):
+        return run_strategy(plan, spec, tokens, run_dir, device, lambda _, *e: self.events.append((label, *e)),
+                            resume)
 
     def pid(self) -> int:
         """The worker process (for py-spy, or a test that kills it)."""
@@ -50,10 +52,21 @@ class StrategyActor:
         return list(latest.values())
 
 
-def actor_name(run_dir: Path, strategy: str) -> str:
-    """Ray name of a strategy's actor (``ray.get_actor(name)``) while a run is in flight."""
+def actor_name(run_dir: Path, label: str) -> str:
+    """Ray name of a run's actor (``ray.get_actor(name)``) while it is in flight; ``label`` is the
+    strategy, or ``<strategy>/seed_<k>`` when a plan has several seeds."""
     run_dir = Path(run_dir)
-    return f"clsim/{run_dir.parent.name}/{run_dir.name}/{strategy}"
+    return f"clsim/{run_dir.parent.name}/{run_dir.name}/{label}"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (strategy, seed) run: the plan for that seed, the strategy, the seed's tokenised stream."""
+
+    label: str  # progress and actor name: the strategy, or <strategy>/seed_<k>
+    plan: Plan
+    spec: StrategyPlan
+    seed: int
 
 
 # --------------------------------------------------------------------------- Ray and signals
@@ -103,27 +116,31 @@ def start_ray(ray_address: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- central runs
-def execute(plan: Plan, specs: list[StrategyPlan], tokens, run_dir: Path, device: str,
+def execute(runs: list[Run], tokens: dict[int, object], run_dir: Path, device: str,
             progress: ProgressFn | None = None, resume: bool = False, max_restarts: int = 2,
             on_finish=None) -> tuple[dict[str, dict], dict[str, str]]:
-    """Run ``specs`` as Ray actors (Ray must be started); their documents and errors by name.
+    """Run every (strategy, seed) of ``runs`` as a Ray actor (Ray must be started; ``tokens``: the
+    tokenised stream of each seed); their documents and errors by label.
 
-    A strategy whose process dies is restarted by Ray (``max_restarts``) and re-submitted, so it
+    A run whose process dies is restarted by Ray (``max_restarts``) and re-submitted, so it
     resumes from its checkpoint; the restart is reported through ``progress`` (phase ``restart``)
-    and recorded in metrics.json. A strategy that still fails is reported (``failed``) and the
-    others carry on. ``on_finish(name)`` runs whenever a strategy ends (to rewrite the summary)."""
+    and recorded in metrics.json. A run that still fails is reported (``failed``) and the others
+    carry on. ``on_finish(run)`` runs whenever a run ends (to rewrite the summary)."""
     results: dict[str, dict] = {}
     errors: dict[str, str] = {}
-    refs: dict = {}  # in-flight run -> (spec, actor)
-    waiting: dict[str, list] = {}  # runs whose actor Ray is restarting: name -> [spec, actor, why, probe, deadline]
-    res = plan.scenario.resources
+    refs: dict = {}  # in-flight run -> (run, actor)
+    waiting: dict[str, list] = {}  # runs whose actor Ray is restarting: label -> [run, actor, why, probe, deadline]
+    if not runs:
+        return results, errors
+    res = runs[0].plan.scenario.resources
     opts = {"num_cpus": res.cpus_per_run, "num_gpus": res.gpus_per_run if device == "cuda" else 0,
             "max_restarts": max_restarts, "max_task_retries": 0}
-    restarts = {s.name: 0 for s in specs}
-    tokens_ref = ray.put(tokens) if specs else None
+    restarts = {r.label: 0 for r in runs}
+    token_refs = {seed: ray.put(t) for seed, t in tokens.items()}
 
-    def submit(spec, actor, why: dict | None) -> None:
-        refs[actor.run.remote(plan, spec, tokens_ref, str(run_dir), device, why)] = (spec, actor)
+    def submit(run: Run, actor, why: dict | None) -> None:
+        refs[actor.run.remote(run.label, run.plan, run.spec, token_refs[run.seed], str(run_dir), device,
+                              why)] = (run, actor)
 
     def finish(name: str, actor) -> None:
         ray.kill(actor)  # an actor holds its CPUs/GPU until it dies; free them for the next run
@@ -132,25 +149,25 @@ def execute(plan: Plan, specs: list[StrategyPlan], tokens, run_dir: Path, device
         if on_finish:
             on_finish(name)
 
-    def died(spec, actor, exc) -> None:
-        name = spec.name
+    def died(run, actor, exc) -> None:
+        name = run.label
         restarts[name] += 1
         if restarts[name] <= max_restarts:  # Ray restarts the process; resume there when it is up
             if progress:
                 progress(name, "restart", -1, restarts[name], max_restarts)
             why = {"reason": "actor_restart", "attempt": restarts[name], "error": one_line(exc)}
-            waiting[name] = [spec, actor, why, None, time.monotonic() + RESTART_TIMEOUT_S]
+            waiting[name] = [run, actor, why, None, time.monotonic() + RESTART_TIMEOUT_S]
             return
         errors[name] = f"actor died {_times(restarts[name])}; last: {one_line(exc)}"
         finish(name, actor)
 
     try:
-        for spec in specs:
-            actor = StrategyActor.options(name=actor_name(run_dir, spec.name), **opts).remote(res.cpus_per_run)
-            submit(spec, actor, {"reason": "resume"} if resume else None)
+        for run in runs:
+            actor = StrategyActor.options(name=actor_name(run_dir, run.label), **opts).remote(res.cpus_per_run)
+            submit(run, actor, {"reason": "resume"} if resume else None)
         while refs or waiting:
             for name, w in list(waiting.items()):  # resubmit once the restarted process answers
-                spec, actor, why, probe, deadline = w
+                run, actor, why, probe, deadline = w
                 if probe is None:
                     w[3] = actor.pid.remote()
                     continue
@@ -161,7 +178,7 @@ def execute(plan: Plan, specs: list[StrategyPlan], tokens, run_dir: Path, device
                     ray.get(probe)
                 except ray.exceptions.ActorUnavailableError:  # still restarting: ask again
                     if time.monotonic() < deadline:
-                        waiting[name] = [spec, actor, why, None, deadline]
+                        waiting[name] = [run, actor, why, None, deadline]
                         continue
                     errors[name] = f"actor did not come back within {RESTART_TIMEOUT_S} s after dying"
                     finish(name, actor)
@@ -169,23 +186,23 @@ def execute(plan: Plan, specs: list[StrategyPlan], tokens, run_dir: Path, device
                     errors[name] = f"actor died {_times(restarts[name])}; last: {one_line(exc)}"
                     finish(name, actor)
                 else:
-                    submit(spec, actor, why)
+                    submit(run, actor, why)
             if not refs:
                 time.sleep(0.2)
                 continue
             done, _ = ray.wait(list(refs), timeout=0.5)
             for ref in done:
-                spec, actor = refs.pop(ref)
+                run, actor = refs.pop(ref)
                 try:
-                    results[spec.name] = ray.get(ref)
+                    results[run.label] = ray.get(ref)
                 except ray.exceptions.RayTaskError as exc:  # the run raised: a bug or bad input, not bad luck
                     if isinstance(exc.cause, ConfigError):
                         raise exc.cause from None
-                    errors[spec.name] = one_line(exc.cause or exc)
+                    errors[run.label] = one_line(exc.cause or exc)
                 except DIED as exc:
-                    died(spec, actor, exc)
+                    died(run, actor, exc)
                     continue
-                finish(spec.name, actor)
+                finish(run.label, actor)
             if progress and refs:  # actors still waiting for resources do not answer yet: never block
                 polls = [actor.progress.remote() for _, actor in refs.values()]
                 ready, _ = ray.wait(polls, num_returns=len(polls), timeout=0.2)

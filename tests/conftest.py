@@ -53,14 +53,17 @@ def tokens_for():
     return get
 
 
-def resolve(ref, file=None, index: int = 0, experiences: int = 6):
-    """A strategy plan from a scenario's strategy entry (a name, a mapping or a StrategyRef)."""
+def resolve(ref, file=None, index: int = 0, experiences: int = 6, train=None):
+    """A strategy plan from a scenario's strategy entry (a name, a mapping or a StrategyRef).
+    ``train``: the scenario's TrainConfig (a Learner trains as the plan says, ``spec.train``;
+    default: TrainConfig's defaults)."""
     from clsim.config import StrategyRef
     from clsim.config.presets import resolve_strategy
     from clsim.federated.schema import FEDERATED
 
     ref = ref if isinstance(ref, StrategyRef) else StrategyRef.model_validate(ref)
-    return resolve_strategy(ref, file=file, index=index, experiences=experiences, extensions=(FEDERATED,))
+    return resolve_strategy(ref, file=file, index=index, experiences=experiences, extensions=(FEDERATED,),
+                            train=train)
 
 
 def plan_of(scenario, file=None):

@@ -21,7 +21,7 @@ def _learner(make_scenario, tokens_for, preset="naive", **kw):
     model = kw.pop("model", {"pretrained": "tiny", "finetune": "full", "max_length": 32})
     train = {"epochs": 1, "batch_size": 16, "lr": 1.0e-3, **kw.pop("train", {})}
     sc = make_scenario(model=model, train=train)
-    return Learner(sc, resolve(preset), tokens_for(sc), **kw)
+    return Learner(sc, resolve(preset, train=sc.train), tokens_for(sc), **kw)
 
 
 def test_bench_tiny_reports_every_ratio(tmp_path):
@@ -162,7 +162,7 @@ def test_precision_wraps_forward_in_autocast_only(make_scenario, tokens_for, pre
 
     seen = []
     hook = learner.model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
-    row = learner.evaluate()
+    row = learner.accuracy_row()
     hook.remove()
     assert set(seen) == {dtype} and all(0 <= a <= 1 for a in row)
 
@@ -188,10 +188,10 @@ def test_cached_head_features_are_exactly_equivalent(make_scenario, tokens_for, 
         assert learner.cached is cache
         calls = []
         learner.model.backbone.register_forward_hook(lambda *a: calls.append(1))
-        rows = [learner.evaluate()]
+        rows = [learner.accuracy_row()]
         for i in range(len(learner.tokens)):
             learner.train_experience(i)
-            rows.append(learner.evaluate())
+            rows.append(learner.accuracy_row())
         out[cache] = rows, learner.model.head.state_dict(), len(calls), learner.probe.samples
     (rows_c, head_c, calls_c, n_c), (rows_r, head_r, calls_r, n_r) = out[True], out[False]
     assert calls_c == 0 and calls_r > 0  # cached: the backbone never runs after the cache is built

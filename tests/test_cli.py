@@ -38,9 +38,12 @@ def smoke_strategies() -> list[str]:
 def test_run_writes_every_output(smoke_run):
     run_dir, stdout = smoke_run
     names = smoke_strategies()
-    assert (run_dir / "scenario.yaml").is_file()
+    assert (run_dir / "scenario.yaml").is_file() and (run_dir / "plan.json").is_file()
+    splits = json.loads((run_dir / "splits.json").read_text())["seeds"]["0"]
+    assert sorted(splits["experiences"]) == sorted(json.loads((run_dir / names[0] / "metrics.json").read_text())
+                                                    ["experiences"])
     rows = list(csv.DictReader((run_dir / "summary.csv").open()))
-    assert [r["strategy"] for r in rows] == names
+    assert [r["strategy"] for r in rows] == names + ["majority class"]  # the reference row last
     md = (run_dir / "summary.md").read_text()
     for name in names:
         assert f"| {name} " in md
@@ -70,7 +73,7 @@ def test_tensorboard_events_read_back(smoke_run):
     run_dir, _ = smoke_run
     for name in smoke_strategies():
         doc = json.loads((run_dir / name / "metrics.json").read_text())
-        ea = EventAccumulator(str(run_dir / name), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+        ea = EventAccumulator(str(run_dir / name / "seed_0"), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
         ea.Reload()
         tags = ea.Tags()
         for j, exp in enumerate(doc["experiences"]):
@@ -90,7 +93,7 @@ def test_validate_prints_the_plan():
     assert "scenario smoke" in result.output
     for name in smoke_strategies():
         assert f"strategy {name}:" in result.output
-    assert "48 train / 24 test" in result.output
+    assert "48 train / 0 val / 24 test" in result.output
 
 
 def test_list_shows_scenarios_and_presets():

@@ -12,7 +12,8 @@ import pytest
 
 from clsim.config import ConfigError, FileStream, SyntheticStream, TweetsStream
 from clsim.data import build_stream, synthetic, tweets
-from clsim.data.stream import Experience, Pool, Split, check_test_labels, split_pool
+from clsim.data.pool import Experience, Pool, Split
+from clsim.data.stream import check_test_labels, split_pool
 
 
 def syn(experiences, train=60, test=30) -> SyntheticStream:
@@ -33,6 +34,15 @@ def raises_at(field: str, match: str = ""):
     assert info.value.field == field, f"field {info.value.field!r} != {field!r}"
 
 
+def pool_of(name, texts, labels, field) -> Pool:
+    """A pool whose row ids are its positions."""
+    return Pool(name, list(texts), np.asarray(labels, dtype=np.int64), field, np.arange(len(texts), dtype=np.int64))
+
+
+def split_of(texts, labels) -> Split:
+    return Split(list(texts), np.asarray(labels, dtype=np.int64), np.arange(len(texts), dtype=np.int64))
+
+
 def words(texts) -> set[str]:
     return {w for t in texts for w in t.split()}
 
@@ -40,7 +50,7 @@ def words(texts) -> set[str]:
 # --------------------------------------------------------------------------- splits
 def test_split_pool_sizes_disjoint_and_stratified():
     labels = np.array([0] * 600 + [1] * 300 + [2] * 100, dtype=np.int64)
-    pool = Pool("p", [f"row{i}" for i in range(1000)], labels, "stream.experiences[0]")
+    pool = pool_of("p", [f"row{i}" for i in range(1000)], labels, "stream.experiences[0]")
     exp = split_pool(pool, 200, 100, seed=3, index=0)
     assert (len(exp.train.texts), len(exp.test.texts)) == (200, 100)
     assert exp.train.labels.dtype == np.int64 and len(exp.train.labels) == 200
@@ -53,13 +63,13 @@ def test_split_pool_sizes_disjoint_and_stratified():
 
 def test_split_pool_falls_back_when_a_class_is_tiny():
     labels = np.array([0] * 50 + [1] * 49 + [2], dtype=np.int64)  # one row of class 2: cannot stratify
-    exp = split_pool(Pool("p", [str(i) for i in range(100)], labels, "f"), 30, 20, seed=0, index=0)
+    exp = split_pool(pool_of("p", [str(i) for i in range(100)], labels, "f"), 30, 20, seed=0, index=0)
     assert (len(exp.train.texts), len(exp.test.texts)) == (30, 20)
     assert not set(exp.train.texts) & set(exp.test.texts)
 
 
 def test_split_pool_too_few_rows_names_the_experience():
-    pool = Pool("x", ["a"] * 57, np.zeros(57, np.int64), "stream.experiences[2]")
+    pool = pool_of("x", ["a"] * 57, np.zeros(57, np.int64), "stream.experiences[2]")
     with raises_at("stream.experiences[2]", r"'x' has 57 rows; needs train_per_experience \+ test_per_experience = 500"):
         split_pool(pool, 400, 100, seed=0, index=2, file="s.yaml")
 
@@ -92,9 +102,9 @@ def test_each_experience_draws_its_own_sample_and_gets_a_unique_name():
 
 
 def test_check_test_labels_rejects_a_label_no_training_split_has():
-    tr = Split(["a", "b"], np.array([0, 1]))
-    exps = [Experience("one", tr, Split(["c"], np.array([0]))), Experience("two", tr, Split(["d"], np.array([2])))]
-    pools = [Pool("one", [], np.array([]), "stream.experiences[0]"), Pool("two", [], np.array([]), "stream.experiences[1]")]
+    tr = split_of(["a", "b"], [0, 1])
+    exps = [Experience("one", tr, split_of(["c"], [0])), Experience("two", tr, split_of(["d"], [2]))]
+    pools = [pool_of("one", [], [], "stream.experiences[0]"), pool_of("two", [], [], "stream.experiences[1]")]
     with raises_at("stream.experiences[1]", r"'two' has label\(s\) \['pos'\]"):
         check_test_labels(exps, pools, ["neg", "neu", "pos"], "s.yaml")
 
@@ -119,8 +129,8 @@ def test_synthetic_generate_is_seeded():
     a, b, c = (synthetic.generate("food", 200, seed) for seed in (7, 7, 8))
     assert a[0] == b[0] and np.array_equal(a[1], b[1])
     assert a[0] != c[0]
-    pools_1, _ = synthetic.pools(syn(["food"]), 1)
-    pools_2, _ = synthetic.pools(syn(["food"]), 2)
+    pools_1 = synthetic.source(syn(["food"]), 1).pools
+    pools_2 = synthetic.source(syn(["food"]), 2).pools
     assert sorted(pools_1[0].texts) != sorted(pools_2[0].texts)  # the scenario seed reaches generation
 
 
@@ -344,6 +354,8 @@ def test_real_corpus_topics_and_stream():
     share = counts[["negative", "neutral", "positive"]].div(counts["total"], axis=0)
     assert share.loc["cars", "neutral"] > 0.8 and share.loc["airline", "negative"] > 0.55
     assert share.loc["coachella", "positive"] > 0.55
+    usable = tweets.topic_counts(deduplicated=True)  # what a stream draws from: its splits follow these shares
+    share = usable[["negative", "neutral", "positive"]].div(usable["total"], axis=0)
 
     cfg = TweetsStream(source="tweets", train_per_experience=400, test_per_experience=200,
                        experiences=["airline", "cars", "coachella"])

@@ -173,7 +173,7 @@ def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypa
     assert {"flower-superlink", "flower-supernode", "flwr", "flower-superexec", "flwr-serverapp"} <= started, started
 
     run = tmp_path / "out" / "smoke_fed" / "t"
-    doc = json.loads((run / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((run / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert doc["complete"] and doc["rounds"] == 2 and doc["failures"] == 0
     assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
     assert (run / "scenario.yaml").is_file() and "fedavg" in (run / "summary.csv").read_text()
@@ -226,7 +226,7 @@ def test_unregistered_supernode_is_refused_and_never_trains(tmp_path):
     assert commands.count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
 
     assert result.complete, result.error
-    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((launch.run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
     assert doc["failures"] == 0 and [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
 
@@ -252,7 +252,9 @@ def test_supernode_killed_after_round_one_never_hangs(tmp_path):
         state["dep"] = dep
 
     def echo(line: str):
-        if "[ROUND 2/" in line and "killed_at" not in state:
+        if "[ROUND " in line:  # Flower logs each round it starts (clsim starts one experience's rounds at a time)
+            state["rounds"] = state.get("rounds", 0) + 1
+        if state.get("rounds") == 2 and "killed_at" not in state:
             os.kill(state["dep"].procs["supernode1"].pid, signal.SIGKILL)
             state["killed_at"] = time.monotonic()
 
@@ -263,7 +265,7 @@ def test_supernode_killed_after_round_one_never_hangs(tmp_path):
     # heartbeat patience (60 s) + node_timeout (10 s) + process start/stop, never round_timeout (1 h)
     assert after_kill < 240, after_kill
 
-    doc = json.loads((launch.run_dir / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((launch.run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     rounds = doc["round_log"]
     assert len(doc["accuracy_matrix"]) == len(rounds) and len(rounds) >= 1  # 1 round per experience
     assert rounds[0]["clients_trained"] == [0, 1] and rounds[0]["failures"] == []
@@ -288,8 +290,8 @@ def _launched_run(tmp_path, complete: bool = False) -> Path:
 
     launch = prepare_launch(SMOKE, "fedavg", output=tmp_path / "out", run_id="r")
     if complete:
-        (launch.run_dir / "fedavg").mkdir()
-        (launch.run_dir / "fedavg" / "metrics.json").write_text(json.dumps({"strategy": "fedavg", "complete": True}))
+        (launch.run_dir / "fedavg" / "seed_0").mkdir(parents=True)
+        (launch.run_dir / "fedavg" / "seed_0" / "metrics.json").write_text(json.dumps({"strategy": "fedavg", "complete": True}))
     return launch.run_dir
 
 
@@ -409,7 +411,7 @@ def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monke
     launcher = subprocess.Popen([sys.executable, "-m", "clsim.cli", "flower", "launch", str(scenario), "--strategy",
                                  "fedavg_replay", "--output", str(tmp_path / "out"), "--run-id", "k"],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = run / "fedavg_replay" / "checkpoint.pt"
+    checkpoint = run / "fedavg_replay" / "seed_0" / "checkpoint.pt"
     deadline = time.monotonic() + RUN_TIMEOUT_S
     while True:
         assert launcher.poll() is None, "the launch ended before a round checkpoint"
@@ -423,7 +425,7 @@ def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monke
         time.sleep(0.5)
     killed = _kill_everything(run, launcher)
     assert_stopped({pid: "killed" for pid in killed})
-    partial = run / "fedavg_replay" / "metrics.json"
+    partial = run / "fedavg_replay" / "seed_0" / "metrics.json"
     assert not partial.exists() or not json.loads(partial.read_text())["complete"]
 
     results = []
@@ -435,8 +437,8 @@ def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monke
     assert_stopped(resumed.started)
     assert resumed.leftovers == []
 
-    want = json.loads((tmp_path / "ref" / "smoke_fed" / "r" / "fedavg_replay" / "metrics.json").read_text())
-    got = json.loads((run / "fedavg_replay" / "metrics.json").read_text())
+    want = json.loads((tmp_path / "ref" / "smoke_fed" / "r" / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    got = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
     assert got["complete"] and got["rounds"] == 4
     (entry,) = got["resumes"]
     assert entry["reason"] == "resume" and entry["from_round"] >= 2, entry

@@ -236,7 +236,13 @@ def test_only_trainable_parameters_travel_and_lora_is_a_small_fraction_of_full()
 
 
 def test_fedprox_term_keeps_clients_near_the_global_model():
-    job = resolve_job(fed_scenario("fedprox"), None)
+    # Without the recipe's extras, each for a reason: no linear probe (it refits the head before
+    # fine-tuning, without the proximal term); no warmup (the client's share is 2 steps: the first,
+    # at lr 0, leaves the term nothing to pull back); no weight decay (AdamW decays every weight,
+    # so the term's gradient becomes nonzero on weights the task never touches, e.g. unused
+    # embedding rows, and Adam scales those tiny gradients up to full steps: mu=100 then moves
+    # the model more than mu=0).
+    job = resolve_job(fed_scenario("fedprox", train={"lp_epochs": 0, "warmup": 0, "weight_decay": 0}), None)
     start = global_model(job)
     moved = {}
     for mu in (0.0, 100.0):
@@ -423,13 +429,15 @@ def simulated(tmp_path_factory):
     p = plan_of(sc, run_dir / "scenario.yaml")
     tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
     events = []
-    docs = execute(p, tokens, run_dir, device="cpu", progress=lambda *e: events.append(e))
-    return run_dir, docs[0], tokens, events
+    (over_seeds,) = execute(p, {sc.seed: tokens}, run_dir, device="cpu", progress=lambda *e: events.append(e))
+    assert over_seeds["complete"] and over_seeds["seeds"] == [0]
+    doc = json.loads((run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())  # the run of seed 0
+    return run_dir, doc, tokens, events
 
 
 def test_simulated_run_writes_R_bytes_and_per_client_matrices(simulated):
     run_dir, doc, tokens, events = simulated
-    on_disk = json.loads((run_dir / "fedavg" / "metrics.json").read_text())
+    on_disk = json.loads((run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert on_disk["accuracy_matrix"] == doc["accuracy_matrix"] and on_disk["complete"]
     R = np.asarray(doc["accuracy_matrix"], dtype=float)
     assert R.shape == (2, 2) and len(doc["zero_shot"]) == 2 and np.all((R >= 0) & (R <= 1))
@@ -467,7 +475,7 @@ def test_simulated_run_tensorboard_reads_back(simulated):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, doc, _, _ = simulated
-    acc = EventAccumulator(str(run_dir / "fedavg"))
+    acc = EventAccumulator(str(run_dir / "fedavg" / "seed_0"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"federated/bytes_up", "federated/bytes_down", "federated/failures", "accuracy/food"} <= tags
@@ -529,7 +537,7 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     sc = fed_scenario(preset, more=("travel",), **fed)
 
     def run(out, resume=False, progress=None):
-        job = replace(resolve_job(sc, None), state_dir=str(out / preset / "clients"))
+        job = replace(resolve_job(sc, None), state_dir=str(out / preset / "seed_0" / "clients"))
         return serve(LoopbackGrid([1, 0], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
@@ -539,9 +547,9 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     reference = run(tmp_path / "a")
     with pytest.raises(Crash):
         run(tmp_path / "b", progress=crash_at)
-    partial = json.loads((tmp_path / "b" / preset / "metrics.json").read_text())
+    partial = json.loads((tmp_path / "b" / preset / "seed_0" / "metrics.json").read_text())
     assert not partial["complete"] and len(partial["accuracy_matrix"]) == 1
-    assert sorted(p.name for p in (tmp_path / "b" / preset / "clients").iterdir()) == ["client_0.pt", "client_1.pt"]
+    assert sorted(p.name for p in (tmp_path / "b" / preset / "seed_0" / "clients").iterdir()) == ["client_0.pt", "client_1.pt"]
     resumed = run(tmp_path / "b", resume=True)
 
     assert resumed["complete"] and len(resumed["accuracy_matrix"]) == 3
@@ -564,7 +572,7 @@ def test_federated_resume_refuses_lost_client_state(tmp_path):
     sc = fed_scenario("fedavg_replay", more=("travel",))
 
     def run(out, resume=False, progress=None):
-        job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "clients"))
+        job = replace(resolve_job(sc, None), state_dir=str(out / "fedavg_replay" / "seed_0" / "clients"))
         return serve(LoopbackGrid([0, 1], 2), job, out, tokens_of(job), resume=resume, progress=progress)
 
     def crash_at(run_name, phase, i, done, total):
@@ -573,7 +581,7 @@ def test_federated_resume_refuses_lost_client_state(tmp_path):
 
     with pytest.raises(Crash):
         run(tmp_path / "b", progress=crash_at)
-    shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "clients")
+    shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "seed_0" / "clients")
     with pytest.raises(FederationError, match=r"cannot resume: 2 client\(s\) lost their continual-learning state, "
                                               r"e.g. client 0 trained 2 round\(s\) but its state \(.*client_0.pt\) holds 0"):
         run(tmp_path / "b", resume=True)
@@ -708,11 +716,12 @@ def test_a_node_with_its_own_state_dir_keeps_state_per_run_and_strategy(tmp_path
     from clsim.federated.state import state_file
 
     job = resolve_job(fed_scenario()).in_run(tmp_path / "results" / "fed_unit" / "r1")
-    assert job.state_dir == str((tmp_path / "results" / "fed_unit" / "r1" / "fedavg" / "clients").resolve())
+    assert job.state_dir == str((tmp_path / "results" / "fed_unit" / "r1" / "fedavg" / "seed_0" / "clients").resolve())
     assert job.run == "fed_unit/r1"
     assert state_file(job.state_dir, job.run, job.name, {}, 3) == Path(job.state_dir) / "client_3.pt"
     node = {"partition-id": 3, "state-dir": str(tmp_path / "node")}
-    assert state_file(job.state_dir, job.run, job.name, node, 3) == tmp_path / "node" / "fed_unit" / "r1" / "fedavg" / "client_3.pt"
+    assert state_file(job.state_dir, job.run, "fedavg/seed_0", node, 3) == \
+        tmp_path / "node" / "fed_unit" / "r1" / "fedavg" / "seed_0" / "client_3.pt"
     assert state_file("", "", "fedavg", {}, 3) is None  # no folder anywhere: context.state
     back = Job.from_record(job.to_record())
     assert (back.state_dir, back.run) == (job.state_dir, job.run)
@@ -803,7 +812,7 @@ def test_flwr_run_config_names_a_run_to_resume(tmp_path):
                 {"plan": str(run / "plan.json"), "resume": "true"}):
         got, run_dir, resume = job_from_run_config(cfg)
         assert (got.name, run_dir, resume) == ("fedavg", run, True), cfg
-        assert got.state_dir == str(run.resolve() / "fedavg" / "clients") and got.run == "fed_unit/r1"
+        assert got.state_dir == str(run.resolve() / "fedavg" / "seed_0" / "clients") and got.run == "fed_unit/r1"
     assert job_from_run_config({"plan": str(run / "plan.json"), "resume": False})[2] is False
     with pytest.raises(ConfigError, match="needs the run folder"):
         job_from_run_config({"resume": True, "scenario": "x.yaml"})

@@ -41,10 +41,10 @@ def test_superlink_and_two_supernodes_over_tls_run_a_scenario_file(tmp_path):
     assert leftovers == [], "a started process (or one it spawned) outlived stop()"
 
     run_dir = out / "smoke_fed" / "e2e"
-    doc = json.loads((run_dir / "fedavg" / "metrics.json").read_text())
+    doc = json.loads((run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
     R = np.asarray(doc["accuracy_matrix"], dtype=float)
     assert doc["complete"] and R.shape == (2, 2) and np.all((R >= 0) & (R <= 1))
     assert doc["rounds"] == 2 and doc["failures"] == 0 and min(doc["bytes_up"]) > 0
     assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
     assert (run_dir / "plan.json").is_file() and "fedavg" in (run_dir / "summary.csv").read_text()
-    assert any(f.name.startswith("events.out.tfevents") for f in (run_dir / "fedavg").iterdir())
+    assert any(f.name.startswith("events.out.tfevents") for f in (run_dir / "fedavg" / "seed_0").iterdir())

@@ -53,7 +53,8 @@ def test_fresh_run_equals_golden_metrics(scenario, tmp_path):
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     want = {f.stem: json.loads(f.read_text()) for f in sorted((GOLDEN / scenario).glob("*.json"))}
-    got = {f.parent.name: json.loads(f.read_text()) for f in sorted((tmp_path / scenario / "g").glob("*/metrics.json"))}
+    got = {f.parent.parent.name: json.loads(f.read_text())
+           for f in sorted((tmp_path / scenario / "g").glob("*/seed_0/metrics.json"))}
     assert sorted(got) == sorted(want)
     problems = [d for name in want for d in compare(got[name], want[name], name)]
     assert not problems, "\n".join(problems[:20])

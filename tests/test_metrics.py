@@ -24,6 +24,8 @@ EXPECTED3 = {
     "forgetting": 0.25,
     # (0.80 + 0.90 + 0.95) / 3 = 2.65 / 3
     "learning_acc": 2.65 / 3,
+    # (R[0][1] + R[1][2]) / 2 = (0.30 + 0.40) / 2
+    "serving_acc": 0.35,
 }
 
 # ---------------------------------------------------------------- hand-computed 4x4
@@ -48,13 +50,15 @@ EXPECTED4 = {
     "forgetting": 0.40 / 3,
     # (0.50 + 0.80 + 0.70 + 0.60) / 4 = 2.60 / 4
     "learning_acc": 0.65,
+    # (0.10 + 0.35 + 0.40) / 3
+    "serving_acc": 0.85 / 3,
 }
 
 
 @pytest.mark.parametrize("R, z, expected", [(R3, Z3, EXPECTED3), (R4, Z4, EXPECTED4)])
 def test_hand_computed(R, z, expected):
     got = M.summarize(R, z)
-    assert set(got) == {"acc", "bwt", "fwt", "forgetting", "learning_acc"}
+    assert set(got) == {"acc", "bwt", "fwt", "forgetting", "learning_acc", "serving_acc"}
     for k, v in expected.items():
         assert got[k] == pytest.approx(v, abs=1e-12), k
         assert isinstance(got[k], float)
@@ -180,3 +184,45 @@ def test_against_reference_loops(seed):
         sub = [row[:k] for row in R[:k]]
         assert run["bwt"][k - 1] == pytest.approx(ref_bwt(sub), abs=1e-12)
         assert run["forgetting"][k - 1] == pytest.approx(ref_forgetting(sub), abs=1e-12)
+
+
+# ----------------------------------------------------------------------------- confusion matrices
+def test_accuracy_balanced_accuracy_and_majority_rate_by_hand():
+    C = [[5, 1, 0],   # 6 negative: 5 right
+         [1, 1, 0],   # 2 neutral: 1 right
+         [0, 3, 1]]   # 4 positive: 1 right
+    assert M.accuracy(C) == pytest.approx(7 / 12)
+    assert M.balanced_accuracy(C) == pytest.approx((5 / 6 + 1 / 2 + 1 / 4) / 3)
+    assert M.majority_rate(C) == pytest.approx(6 / 12)
+    always_majority = [[6, 0, 0], [2, 0, 0], [4, 0, 0]]
+    assert M.accuracy(always_majority) == M.majority_rate(always_majority) == 0.5
+    assert M.balanced_accuracy(always_majority) == pytest.approx(1 / 3)  # chance, whatever the prior
+    absent = [[3, 0, 0], [0, 0, 0], [1, 0, 1]]  # no neutral text: its recall is not averaged in
+    assert M.balanced_accuracy(absent) == pytest.approx((1 + 0.5) / 2)
+    assert math.isnan(M.accuracy(np.zeros((3, 3)))) and math.isnan(M.balanced_accuracy(np.zeros((3, 3))))
+
+
+def test_serving_acc_is_the_superdiagonal():
+    R = [[0.9, 0.3, 0.2], [0.5, 0.8, 0.4], [0.4, 0.6, 0.7]]
+    assert M.serving_acc(R) == pytest.approx((0.3 + 0.4) / 2)
+    assert math.isnan(M.serving_acc([[0.5]]))
+    assert M.summarize(R, [0.1, 0.2, 0.3])["serving_acc"] == pytest.approx(0.35)
+
+
+def test_interval_is_the_student_t_interval():
+    mean, lo, hi = M.interval([0.5, 0.7, 0.6])
+    # s = 0.1, n = 3, t(0.975, 2) = 4.302653
+    assert mean == pytest.approx(0.6)
+    assert hi - mean == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6) and mean - lo == pytest.approx(hi - mean)
+    assert M.interval([0.4])[0] == 0.4 and math.isnan(M.interval([0.4])[1])
+    assert M.interval([0.5, float("nan"), 0.7])[0] == pytest.approx(0.6)  # NaN left out
+
+
+def test_paired_interval_cancels_what_seeds_share():
+    a, b = [0.60, 0.70, 0.80], [0.55, 0.66, 0.74]  # b is a bit worse on every seed; seeds differ a lot
+    mean, lo, hi = M.paired_interval(a, b)
+    assert mean == pytest.approx(0.05) and lo > 0  # paired: the difference is supported
+    _, lo_unpaired, _ = M.interval(np.array(a) - np.mean(b))
+    assert lo_unpaired < 0  # unpaired, the spread between seeds hides it
+    with pytest.raises(ValueError):
+        M.paired_interval([0.1], [0.1, 0.2])

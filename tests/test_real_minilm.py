@@ -27,14 +27,14 @@ def test_minilm_learns_real_topic_drift():
     assert stream.label_names == ["negative", "neutral", "positive"]
     tokens = tokenize_stream(stream, sc.model)
     assert max(len(x) for x in tokens.train[0].ids) <= 48
-    learner = Learner(sc, resolve("naive"), tokens)
+    learner = Learner(sc, resolve("naive", train=sc.train), tokens)
     backbone = sum(p.numel() for p in learner.model.backbone.parameters())
     assert 22_000_000 < backbone < 23_500_000, "all-MiniLM-L6-v2 has ~22.7M parameters"
-    z = learner.evaluate()
+    z = learner.accuracy_row()
     learner.train_experience(0)
-    row0 = learner.evaluate()
+    row0 = learner.accuracy_row()
     learner.train_experience(1)
-    row1 = learner.evaluate()
+    row1 = learner.accuracy_row()
     # airline tweets are ~63 % negative, coachella ~60 % positive: fitting one then the other
     # moves accuracy on each in the direction of the data just seen
     assert row0[0] > z[0]

@@ -103,7 +103,7 @@ def test_same_scenario_and_seed_give_identical_metrics(setup, reference, tmp_pat
     scenario, specs, tokens = setup
     again = run_strategy(scenario, specs["replay"], tokens, str(tmp_path / "a"))
     assert comparable(again) == comparable(reference("replay"))
-    on_disk = json.loads((tmp_path / "a" / "replay" / "metrics.json").read_text())
+    on_disk = json.loads((tmp_path / "a" / "replay" / "seed_0" / "metrics.json").read_text())
     assert comparable(on_disk) == comparable(again)
     # the comparison can fail: another seed gives other weights and other numbers
     other = run_strategy(scenario.model_copy(update={"seed": 1}), specs["replay"], tokens, str(tmp_path / "b"))
@@ -119,21 +119,22 @@ def test_resume_after_experience_matches_uninterrupted_run(name, setup, referenc
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
         run_strategy(scenario, specs[name], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-    partial = json.loads((tmp_path / name / "metrics.json").read_text())
+    partial = json.loads((tmp_path / name / "seed_0" / "metrics.json").read_text())
     assert partial["complete"] is False and len(partial["accuracy_matrix"]) == 2
-    assert len(checkpoint.load(tmp_path / name)["accuracy_matrix"]) == 2
+    assert len(checkpoint.load(tmp_path / name / "seed_0")["rows"]) == 2
 
     doc = run_strategy(scenario, specs[name], tokens, str(tmp_path), resume={"reason": "resume"})
     assert comparable(doc) == comparable(reference(name))
     assert doc["complete"] and doc["resumes"] == [{"reason": "resume", "from_experience": 2}]
     assert doc["restarts"] == 0
-    assert json.loads((tmp_path / name / "metrics.json").read_text())["resumes"] == doc["resumes"]
+    assert json.loads((tmp_path / name / "seed_0" / "metrics.json").read_text())["resumes"] == doc["resumes"]
 
 
-@pytest.mark.parametrize("name, experience", [("replay", 1), ("ewc", 1), ("periodic_refinetune", 2)])
+@pytest.mark.parametrize("name, experience", [("replay", 1), ("ewc", 1), ("periodic_refinetune", 1)])
 def test_resume_after_crash_mid_training(name, experience, setup, reference, tmp_path):
     """Killed halfway through training an experience (periodic re-fine-tune trains only at its
-    refits): the last checkpoint is the experience before; the resumed run redoes it and on."""
+    refits, period 2: after experience 1): the last checkpoint is the experience before; the
+    resumed run redoes it and on."""
 
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
@@ -162,10 +163,10 @@ def test_lost_plugin_state_would_show(setup, reference, tmp_path):
     scenario, specs, tokens = setup
     with pytest.raises(Crash):
         run_strategy(scenario, specs["replay"], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-    state = checkpoint.load(tmp_path / "replay")
-    replay = next(p for p in state["trainer"]["strategy"]["plugins"] if p["class"] == "ReplayPlugin")
+    state = checkpoint.load(tmp_path / "replay" / "seed_0")
+    replay = next(p for p in state["trainer"]["strategy"]["plugins"] if p["class"] == "BalancedReplayPlugin")
     replay["state"]["groups"] = []
-    checkpoint.save(tmp_path / "replay", {k: v for k, v in state.items() if k != "format"})
+    checkpoint.save(tmp_path / "replay" / "seed_0", {k: v for k, v in state.items() if k != "format"})
     doc = run_strategy(scenario, specs["replay"], tokens, str(tmp_path), resume={"reason": "resume"})
     assert doc["costs"]["samples_trained"] < reference("replay")["costs"]["samples_trained"]
     assert comparable(doc) != comparable(reference("replay"))
@@ -177,13 +178,13 @@ def test_finished_run_keeps_its_result_not_its_learner_state(setup, tmp_path):
 
     scenario, specs, tokens = setup
     doc = run_strategy(scenario, specs["naive"], tokens, str(tmp_path))
-    state = checkpoint.load(tmp_path / "naive")
-    assert state["finished"] and "learner" not in state
-    assert (tmp_path / "naive" / "checkpoint.pt").stat().st_size < 100_000
-    events = sorted((tmp_path / "naive").glob("events.out.tfevents.*"))
+    state = checkpoint.load(tmp_path / "naive" / "seed_0")
+    assert state["finished"] and "trainer" not in state
+    assert (tmp_path / "naive" / "seed_0" / "checkpoint.pt").stat().st_size < 100_000
+    events = sorted((tmp_path / "naive" / "seed_0").glob("events.out.tfevents.*"))
     again = run_strategy(scenario, specs["naive"], tokens, str(tmp_path), resume={"reason": "actor_restart"})
     assert comparable(again) == comparable(doc) and again["resumes"] == []
-    assert sorted((tmp_path / "naive").glob("events.out.tfevents.*")) == events  # no new TensorBoard session
+    assert sorted((tmp_path / "naive" / "seed_0").glob("events.out.tfevents.*")) == events  # no new TensorBoard session
 
 
 def test_resume_refuses_a_checkpoint_of_another_scenario(setup, tmp_path):
@@ -208,7 +209,7 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
     for name in ("replay", "ewc", "periodic_refinetune"):
         with pytest.raises(Crash):
             run_strategy(scenario, specs[name], tokens, str(tmp_path), progress=crash_at("done_exp", 1))
-        state = torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)
+        state = torch.load(tmp_path / name / "seed_0" / "checkpoint.pt", weights_only=True)
         learner = state["trainer"]
         plugins = {p["class"]: p["state"] for p in learner["strategy"]["plugins"]}
         assert plugins["Clock"]["train_exp_counter"] == 2
@@ -216,7 +217,7 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
         assert set(learner["rng"]) >= {"python", "numpy", "torch"}
         assert learner["optimizer"]["state"], "Adam moments are saved"
         if name == "replay":
-            groups = plugins["ReplayPlugin"]["groups"]
+            groups = plugins["BalancedReplayPlugin"]["groups"]
             assert [g["key"] for g in groups] == [0, 1]
             assert all(0 <= i < n0 for i in groups[0]["ids"].tolist())
             assert all(n0 <= i < n0 + n1 for i in groups[1]["ids"].tolist())
@@ -227,7 +228,7 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
             assert any(float(t.abs().sum()) > 0 for t in imp[1].values())
         if name == "periodic_refinetune":
             p = plugins["PeriodicRefinetunePlugin"]
-            assert p["refits"] == [0]  # period 2: refit at 0, served unchanged at 1
+            assert p["refits"] == [1]  # period 2: served unchanged at 0, refit at the window's end
             assert [h.tolist() for h in p["history"]] == [list(range(n0)), list(range(n0, n0 + n1))]
 
 
@@ -248,7 +249,7 @@ def test_learner_state_round_trip_in_every_finetune_mode(model, train, tokens_fo
     data["model"].update(model)
     data["train"].update(train)
     scenario = Scenario.model_validate(data)
-    spec, tokens = resolve(scenario.strategies[0]), tokens_for(scenario)
+    spec, tokens = resolve(scenario.strategies[0], train=scenario.train), tokens_for(scenario)
     straight = Learner(scenario, spec, tokens)
     for i in range(3):
         straight.train_experience(i)
@@ -264,6 +265,49 @@ def test_learner_state_round_trip_in_every_finetune_mode(model, train, tokens_fo
     want, got = straight.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(want[k], got[k]) for k in want)
     assert not all(torch.equal(want[k], v) for k, v in first.model.state_dict().items())  # it did train on
+
+
+@pytest.mark.parametrize("ref", [{"preset": "replay", "storage": "class", "mem_size": 30}, "independent",
+                                 {"preset": "periodic_refinetune", "period": 1, "window": 2, "start": "current"}],
+                         ids=["replay-class", "independent", "periodic-current"])
+def test_strategy_state_round_trip(ref, tokens_for):
+    """The new plugins' state through Learner.state_dict -> bytes -> weights_only load -> a fresh
+    learner: class-balanced replay's per-class reservoirs, from-scratch's initial weights, the
+    periodic window. It trains on to bit-identical weights (and buffers)."""
+    import io
+
+    from clsim.config import Scenario
+    from clsim.learner import Learner
+
+    scenario = Scenario.model_validate(scenario_dict(strategies=[ref]))
+    spec, tokens = resolve(scenario.strategies[0], train=scenario.train), tokens_for(scenario)
+    straight = Learner(scenario, spec, tokens)
+    for i in range(3):
+        straight.train_experience(i)
+    first = Learner(scenario, spec, tokens)
+    for i in range(2):
+        first.train_experience(i)
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)
+    buf.seek(0)
+    resumed = Learner(scenario, spec, tokens)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    resumed.train_experience(2)
+    want, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    states = [{p["class"]: p["state"] for p in ln.state_dict()["strategy"]["plugins"] if p["class"] != "ProbePlugin"}
+              for ln in (straight, resumed)]
+    assert _same(*states), "every plugin's state (buffers as sample ids, weights) equals the uninterrupted run's"
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def test_checkpoint_write_crash_leaves_previous_checkpoint(setup, reference, tmp_path, monkeypatch):
@@ -288,8 +332,8 @@ def test_checkpoint_write_crash_leaves_previous_checkpoint(setup, reference, tmp
     with pytest.raises(Crash):
         run_strategy(scenario, specs["ewc"], tokens, str(tmp_path))
     monkeypatch.setattr(checkpoint.torch, "save", real_save)
-    out = tmp_path / "ewc"
-    assert len(checkpoint.load(out)["accuracy_matrix"]) == 1
+    out = tmp_path / "ewc" / "seed_0"
+    assert len(checkpoint.load(out)["rows"]) == 1
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
     assert len(json.loads((out / "metrics.json").read_text())["accuracy_matrix"]) == 2  # one ahead
 
@@ -348,7 +392,7 @@ def _kill_when(run_dir: Path, victim: str, T: int, events: list):
         if run == victim and phase == "done_exp" and state["killed_pid"] is None:
             pid = ray.get(ray.get_actor(actor_name(run_dir, victim)).pid.remote())
             os.kill(pid, signal.SIGSTOP)
-            rows = len(json.loads((run_dir / victim / "metrics.json").read_text())["accuracy_matrix"])
+            rows = len(json.loads((run_dir / victim / "seed_0" / "metrics.json").read_text())["accuracy_matrix"])
             assert rows < T, "the actor finished before the test could kill it"
             os.kill(pid, signal.SIGKILL)
             state["killed_pid"] = pid
@@ -378,7 +422,10 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     events: list = []
     progress, state = _kill_when(run_dir, "replay", len(tokens), events)
 
-    docs = {d["strategy"]: d for d in execute(p, tokens, run_dir, "cpu", progress=progress)}
+    over_seeds = execute(p, {scenario.seed: tokens}, run_dir, "cpu", progress=progress)
+    assert all(d["complete"] for d in over_seeds)
+    docs = {d["strategy"]: json.loads((run_dir / d["strategy"] / "seed_0" / "metrics.json").read_text())
+            for d in over_seeds}
 
     assert state["killed_pid"] is not None
     assert ("replay", "restart", -1, 1, 2) in events
@@ -389,7 +436,7 @@ def test_killed_ray_actor_restarts_and_resumes(tmp_path, ray_local):
     assert resumed["reason"] == "actor_restart" and resumed["from_experience"] >= 1
     assert "Actor" in resumed["error"] or "died" in resumed["error"].lower()
     assert naive["complete"] and naive["restarts"] == 0 and naive["resumes"] == []
-    on_disk = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    on_disk = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert on_disk["restarts"] == 1
     assert "Incomplete" not in (run_dir / "summary.md").read_text()
     for spec in p.strategies:  # both equal an uninterrupted in-process run
@@ -419,7 +466,7 @@ def test_cli_run_killed_then_resumed(tmp_path, setup, reference, ray_local):
     started = []
     try:
         deadline = time.monotonic() + 240
-        ckpt = run_dir / "replay" / "checkpoint.pt"
+        ckpt = run_dir / "replay" / "seed_0" / "checkpoint.pt"
         while not ckpt.exists():
             assert proc.poll() is None, "clsim run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
@@ -437,21 +484,21 @@ def test_cli_run_killed_then_resumed(tmp_path, setup, reference, ray_local):
             proc.kill()
             proc.wait(timeout=30)
         psutil.wait_procs(started, timeout=20)
-    metrics = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert not metrics["complete"]
     assert "Incomplete strategies (partial or missing results): replay" in (run_dir / "summary.md").read_text()
 
     result = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "resuming" in result.output
-    doc = json.loads((run_dir / "replay" / "metrics.json").read_text())
+    doc = json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text())
     assert comparable(doc) == comparable(reference("replay"))
     assert doc["resumes"][0]["reason"] == "resume"
     assert "Incomplete" not in (run_dir / "summary.md").read_text()
 
     again = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--device", "cpu"])
     assert again.exit_code == 0, again.output  # nothing left to do: finished strategies are kept
-    assert json.loads((run_dir / "replay" / "metrics.json").read_text()) == doc
+    assert json.loads((run_dir / "replay" / "seed_0" / "metrics.json").read_text()) == doc
 
 
 @pytest.mark.slow  # a second Python + Ray start-up
@@ -469,7 +516,7 @@ def test_cli_run_terminated_stops_cleanly(tmp_path):
     children = []
     try:
         deadline = time.monotonic() + 240
-        while not (run_dir / "replay" / "checkpoint.pt").exists():
+        while not (run_dir / "replay" / "seed_0" / "checkpoint.pt").exists():
             assert proc.poll() is None, "clsim run ended before its first checkpoint"
             assert time.monotonic() < deadline, "no checkpoint within the time limit"
             time.sleep(0.05)

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from clsim import report
 from clsim.cli import app
-from clsim.results import write_hparams_experiment, write_summary
+from clsim.results import partial_doc, write_hparams_experiment, write_strategy_results
+from clsim.tables import write_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -31,7 +32,11 @@ def runs(tmp_path_factory, make_scenario, tokens_for):
         tokens = tokens_for(sc)
         run_dir = root / run_id
         plan = plan_of(sc)
-        docs = [run_strategy(plan, spec, tokens, str(run_dir)) for spec in plan.strategies]
+        docs = []
+        for spec in plan.strategies:
+            run_strategy(plan, spec, tokens, str(run_dir))
+            docs.append(partial_doc(run_dir, spec.name, [seed]))  # the strategy over its (one) seed
+            write_strategy_results(run_dir / spec.name, docs[-1])
         write_summary(run_dir, docs)
         write_hparams_experiment(run_dir)
         dirs.append(run_dir)
@@ -54,7 +59,7 @@ def test_compare_two_runs_writes_table_markdown_csv_and_pngs(runs, tmp_path):
 
     with open(out / "comparison.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert [r["strategy"] for r in rows] == labels
+    assert [r["strategy"] for r in rows] == labels + ["majority class"]  # the reference row last
     assert "bytes_up" not in rows[0]  # no federated run here
     for r, (run, name) in zip(rows, [(runs[0], "naive"), (runs[0], "replay"), (runs[1], "naive"), (runs[1], "replay")]):
         doc = json.loads((run / name / "metrics.json").read_text())
@@ -64,8 +69,8 @@ def test_compare_two_runs_writes_table_markdown_csv_and_pngs(runs, tmp_path):
         assert int(r["samples"]) == doc["costs"]["samples_trained"]
 
     md = (out / "comparison.md").read_text(encoding="utf-8")
-    table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(table) == 1 + len(labels)  # header + one row per strategy
+    first = md.split("\n\n")[2]  # title, legend, then the table
+    assert len([line for line in first.splitlines() if line.startswith("| ")]) == 1 + len(labels) + 1  # + majority
     for name in report.PLOTS:
         assert f"({name})" in md
         w, h = _png_size(out / name)
@@ -89,11 +94,13 @@ def test_accuracy_curves_are_the_matrix_columns(runs):
 
 
 def _federated_copy(run_dir, name="fedlike", up=(1000, 1000), down=(2000, 2000)):
-    """A strategy folder holding only a metrics.json with bytes (what a federated run adds)."""
-    doc = json.loads((run_dir / "naive" / "metrics.json").read_text())
+    """A strategy folder with a seed's metrics.json with bytes (what a federated run adds), and
+    the document over seeds."""
+    doc = json.loads((run_dir / "naive" / "seed_0" / "metrics.json").read_text())
     doc.update(strategy=name, bytes_up=list(up), bytes_down=list(down), rounds=len(up))
-    (run_dir / name).mkdir()
-    (run_dir / name / "metrics.json").write_text(json.dumps(doc))
+    (run_dir / name / "seed_0").mkdir(parents=True)
+    (run_dir / name / "seed_0" / "metrics.json").write_text(json.dumps(doc))
+    write_strategy_results(run_dir / name, partial_doc(run_dir, name, [0]))
     return doc
 
 
@@ -159,19 +166,21 @@ def test_hparams_dashboard_lists_every_strategy_with_final_metrics(runs):
     exp, sessions = dashboard(runs[0])
     columns = {h.name for h in exp.hparam_infos}
     # the union of all strategies' hyper-parameters, not just the first run's
-    assert {"strategy", "preset", "lr", "finetune", "precision", "ReplayPlugin.mem_size"} <= columns
+    assert {"strategy", "preset", "lr", "finetune", "precision", "BalancedReplayPlugin.mem_size"} <= columns
     metrics = {m.name.tag for m in exp.metric_infos}
     assert {"hparam/acc", "hparam/bwt", "hparam/fwt", "hparam/forgetting", "hparam/train_seconds"} <= metrics
-    assert set(sessions) == {"naive", "replay"}
-    for name, (hp, values) in sessions.items():
-        doc = json.loads((runs[0] / name / "metrics.json").read_text())
+    assert set(sessions) == {"naive/seed_0", "replay/seed_0"}  # TensorBoard runs: <strategy>/seed_<k>
+    for run, (hp, values) in sessions.items():
+        name = run.split("/")[0]
+        doc = json.loads((runs[0] / run / "metrics.json").read_text())
         assert hp["strategy"] == name and hp["preset"] == name
         assert values["hparam/acc"] == pytest.approx(doc["acc"])
         assert values["hparam/forgetting"] == pytest.approx(doc["forgetting"])
         assert values["hparam/bwt"] == pytest.approx(doc["bwt"])
         assert values["hparam/train_seconds"] == pytest.approx(doc["costs"]["train_seconds"], rel=1e-5)
-    assert sessions["replay"][0]["ReplayPlugin.mem_size"] == 200
-    assert "ReplayPlugin.mem_size" not in sessions["naive"][0]
+    assert sessions["replay/seed_0"][0]["BalancedReplayPlugin.mem_size"] == 200
+    assert "BalancedReplayPlugin.mem_size" not in sessions["naive/seed_0"][0]
+    assert sessions["naive/seed_0"][0]["seed"] == 0
 
 
 def test_hparams_dashboard_adds_bytes_of_federated_runs_and_is_idempotent(runs, tmp_path):
@@ -183,9 +192,9 @@ def test_hparams_dashboard_adds_bytes_of_federated_runs_and_is_idempotent(runs, 
     assert len(list(run.glob("events.out.tfevents.*"))) == 1
     exp, sessions = dashboard(run)
     assert {"hparam/bytes_up", "hparam/bytes_down"} <= {m.name.tag for m in exp.metric_infos}
-    assert set(sessions) == {"naive", "replay", "fedlike"}
-    hp, values = sessions["fedlike"]
+    assert set(sessions) == {"naive/seed_0", "replay/seed_0", "fedlike/seed_0"}
+    hp, values = sessions["fedlike/seed_0"]
     assert hp["strategy"] == "fedlike"
     assert values["hparam/bytes_up"] == 2000 and values["hparam/bytes_down"] == 4000
     assert values["hparam/acc"] == pytest.approx(doc["acc"])
-    assert "hparam/bytes_up" not in sessions["naive"][1]
+    assert "hparam/bytes_up" not in sessions["naive/seed_0"][1]

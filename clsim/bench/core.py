@@ -81,4 +81,5 @@ class BenchConfig:
             model = {"pretrained": "minilm", "finetune": "full", "max_length": 64}
         return Scenario.model_validate({
             "name": "bench", "seed": 0, "stream": stream, "model": model,
-            "train": {"epochs": 1, "batch_size": 16, "lr": 5e-5, **train}, "strategies": ["naive"]})
+            # no linear probe: the hand loops fine-tune only, so clsim's loop must too to compare like with like
+            "train": {"epochs": 1, "batch_size": 16, "lr": 5e-5, "lp_epochs": 0, **train}, "strategies": ["naive"]})

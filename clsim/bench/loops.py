@@ -89,7 +89,7 @@ def lockstep_pass(scenario: Scenario, tokens, loops: dict[str, HandLoop]) -> tup
         t0 = time.perf_counter()
         learner.train_experience(i)
         wall += time.perf_counter() - t0
-    row = learner.evaluate()
+    row = learner.accuracy_row()
     inside = sum(loop.seconds for loop in loops.values())
     return {"clsim": wall - inside, **{k: loop.seconds for k, loop in loops.items()}}, float(np.nanmean(row))
 
@@ -102,14 +102,14 @@ def interleaved_passes(learners: dict[str, Callable], tokens) -> tuple[dict[str,
     for name, make in learners.items():
         built[name] = make()
         t0 = time.perf_counter()
-        built[name].evaluate()
+        built[name].accuracy_row()
         seconds[name] = built[name].feature_seconds + time.perf_counter() - t0
     rows = {}
     for i in range(len(tokens)):
         for name, learner in built.items():
             t0 = time.perf_counter()
             learner.train_experience(i)
-            rows[name] = learner.evaluate()
+            rows[name] = learner.accuracy_row()
             seconds[name] += time.perf_counter() - t0
     return seconds, {k: float(np.nanmean(r)) for k, r in rows.items()}
 

@@ -32,6 +32,14 @@ class Plan(Strict):
     def experiences(self) -> int:
         return self.scenario.stream_length
 
+    @property
+    def seeds(self) -> list[int]:
+        return self.scenario.run_seeds
+
+    def for_seed(self, seed: int) -> "Plan":
+        """This plan run with one seed (what one Ray actor, one federation, one lifecycle gets)."""
+        return self.model_copy(update={"scenario": self.scenario.model_copy(update={"seed": seed, "seeds": None})})
+
     def strategy(self, name: str) -> StrategyPlan:
         return next(s for s in self.strategies if s.name == name)
 
@@ -67,21 +75,23 @@ class Plan(Strict):
             raise ConfigError(file, None, f"unreadable plan ({type(exc).__name__}: {exc})") from None
 
 
-def resolve(file: str | Path, *, seed: int | None = None, only: list[str] | None = None,
+def resolve(file: str | Path, *, seeds: list[int] | None = None, only: list[str] | None = None,
             extensions: tuple[Extension, ...] = ()) -> Plan:
-    """Scenario file -> checked Plan (``seed`` overrides the scenario's; ``only``: a subset)."""
-    return resolve_scenario(load_scenario(file), Path(file), seed=seed, only=only, extensions=extensions)
+    """Scenario file -> checked Plan (``seeds`` override the scenario's; ``only``: a subset)."""
+    return resolve_scenario(load_scenario(file), Path(file), seeds=seeds, only=only, extensions=extensions)
 
 
-def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seed: int | None = None,
+def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seeds: list[int] | None = None,
                      only: list[str] | None = None, extensions: tuple[Extension, ...] = ()) -> Plan:
     """A scenario already parsed (``file`` names it in errors; relative preset paths start there)."""
-    if seed is not None:
-        scenario = scenario.model_copy(update={"seed": seed})
+    if seeds:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(None, "--seeds", f"expected distinct non-negative integers, got {seeds}")
+        scenario = scenario.model_copy(update={"seed": seeds[0], "seeds": list(seeds) if len(seeds) > 1 else None})
     check_model(scenario.model, file)
     T = scenario.stream_length
-    strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions)
-                       for k, ref in enumerate(scenario.strategies))
+    strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions,
+                                        train=scenario.train) for k, ref in enumerate(scenario.strategies))
     plan = Plan(file=Path(file or ".").resolve(), scenario=scenario, strategies=strategies)
     return plan.only(only) if only else plan
 
@@ -93,5 +103,8 @@ def describe(plan: Plan) -> list[tuple[str, Any]]:
         comps = ", ".join(str(c) for c in [s.template, *s.plugins])
         for value in s.extensions.values():
             comps = value.describe(comps)
+        own = {k: v for k, v in s.train.model_dump().items() if v != getattr(plan.scenario.train, k)}
+        if own:  # the strategy's own training options (its `train:` overrides)
+            comps += f"; train {', '.join(f'{k}={v}' for k, v in own.items())}"
         out.append((s.name, comps))
     return out

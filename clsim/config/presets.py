@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from clsim.config import signatures
 from clsim.config.errors import ConfigError, Strict, read_yaml_mapping, validation_to_error
-from clsim.config.scenario import StrategyRef
+from clsim.config.scenario import StrategyRef, TrainConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "strategies"
 TEMPLATES = "avalanche.training"
@@ -74,6 +74,7 @@ class StrategyPlan(Strict):
     preset: str
     template: Component
     plugins: tuple[Component, ...] = ()
+    train: TrainConfig  # the scenario's training options with this strategy's ``train:`` overrides applied
     extensions: dict[str, Any] = Field(default_factory=dict)  # key -> an Extension's validated block
 
     def hparams(self) -> dict[str, Any]:
@@ -204,10 +205,24 @@ def _home(info: signatures.ClassInfo) -> str:
 
 
 # --------------------------------------------------------------------------- resolving
+def strategy_train(ref: StrategyRef, train: TrainConfig, file: Path | None, where: str) -> TrainConfig:
+    """The scenario's training options updated with the entry's ``train:`` block, checked whole
+    (an unknown key or a bad value names ``strategies[i].train.<key>``)."""
+    if not ref.train:
+        return train
+    try:
+        return TrainConfig.model_validate({**train.model_dump(), **ref.train})
+    except ValidationError as exc:
+        raise validation_to_error(file, exc, prefix=f"{where}.train") from None
+
+
 def resolve_strategy(ref: StrategyRef, *, file: Path | None = None, index: int = 0, experiences: int,
-                     extensions: tuple[Extension, ...] = ()) -> StrategyPlan:
-    """Load ``ref.preset``, apply the overrides, and check every name and value."""
+                     extensions: tuple[Extension, ...] = (), train: TrainConfig | None = None) -> StrategyPlan:
+    """Load ``ref.preset``, apply the overrides, and check every name and value. ``train`` is the
+    scenario's training options (default: ``TrainConfig()``); the plan carries them with the
+    entry's own ``train:`` overrides applied."""
     where = f"strategies[{index}]"
+    train = strategy_train(ref, train or TrainConfig(), file, where)
     path = preset_path(ref.preset, file, where)
     preset = load_preset_file(path, extensions)
     overrides, extras, local = dict(ref.overrides), {}, None
@@ -238,4 +253,5 @@ def resolve_strategy(ref: StrategyRef, *, file: Path | None = None, index: int =
                                       experiences, owned)
         except ConfigError as exc:
             raise ConfigError(exc.file, exc.field, f"{exc.message} (local preset of {ref.preset!r})") from None
-    return StrategyPlan(name=ref.run_name, preset=ref.preset, template=template, plugins=plugins, extensions=extras)
+    return StrategyPlan(name=ref.run_name, preset=ref.preset, template=template, plugins=plugins, train=train,
+                        extensions=extras)

@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    NonNegativeInt,
     PositiveFloat,
     PositiveInt,
     ValidationError,
@@ -30,6 +31,7 @@ Topic = Literal[TOPICS]  # type: ignore[valid-type]  (the names of clsim.config.
 class _Sizes(Strict):
     train_per_experience: PositiveInt
     test_per_experience: PositiveInt
+    val_per_experience: NonNegativeInt = 0  # a validation split per experience, disjoint from train and test
 
 
 class TweetsStream(_Sizes):
@@ -37,6 +39,9 @@ class TweetsStream(_Sizes):
 
     source: Literal["tweets"]
     experiences: list[Topic] = Field(min_length=1)
+    # drop rows whose crowd label confidence is below this; rows without a confidence (all of
+    # claritin, all but one of coachella) are kept
+    min_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class SyntheticExperience(Strict):
@@ -75,6 +80,7 @@ class FileStream(_Sizes):
     experiences: list[str] | None = None  # domain values, in stream order
     time_column: str | None = None
     windows: PositiveInt | None = None
+    dedupe: bool = True  # drop repeated texts (normalised) and texts whose copies disagree on the label
 
     @model_validator(mode="after")
     def _one_split_rule(self) -> "FileStream":
@@ -109,11 +115,25 @@ class ModelConfig(Strict):
 
 
 class TrainConfig(Strict):
+    """How every experience is trained. The defaults are LP-FT: fit the head on the frozen
+    backbone's cached features (``lp_epochs`` at ``lp_lr``, LinearProbePlugin), then fine-tune
+    everything for ``epochs`` at ``lr`` with AdamW (``weight_decay``) under a linear warmup
+    (``warmup``: a fraction of the experience's steps) and linear decay to 0
+    (WarmupSchedulePlugin). The schedule and the probe restart at every experience. A strategy
+    entry may override any of these (``train: {epochs: 2}``)."""
+
     epochs: PositiveInt = 1
     batch_size: PositiveInt = 16
     eval_batch_size: PositiveInt = 64
     lr: PositiveFloat = 5e-5
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    warmup: Annotated[float, Field(ge=0, le=1)] = 0.1  # fraction of each experience's optimizer steps
+    schedule: Literal["linear", "constant"] = "linear"  # after warmup: decay to 0 at the last step, or hold lr
+    lp_epochs: Annotated[int, Field(ge=0)] = 20  # linear-probe epochs before fine-tuning (0: no probe)
+    lp_lr: PositiveFloat = 1e-2  # the probe's AdamW learning rate (the head alone, on cached features)
+    # when the probe runs: before every experience, or only while the head is still at its initial
+    # (random) weights — the first experience, and after a periodic or from-scratch reset
+    lp_when: Literal["every", "new_head"] = "every"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
 
@@ -124,11 +144,14 @@ class ResourcesConfig(Strict):
 
 
 class StrategyRef(BaseModel):
-    """``ewc`` or ``{preset: ewc, name: ewc_strong, ewc_lambda: 1e6}``; extra keys override the preset."""
+    """``ewc`` or ``{preset: ewc, name: ewc_strong, ewc_lambda: 1e6, train: {epochs: 2}}``; extra
+    keys override the preset; ``train`` overrides the scenario's training options for this
+    strategy alone (checked against ``TrainConfig`` by the resolver)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     preset: str
     name: str | None = None
+    train: dict[str, Any] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -144,20 +167,74 @@ class StrategyRef(BaseModel):
         return dict(self.model_extra or {})
 
 
+class Dimension(Strict):
+    """One searched hyper-parameter: exactly one of ``loguniform``/``uniform`` [low, high],
+    ``randint`` [low, high), ``choice`` [values] (sampled) or ``grid`` [values] (every value, each
+    ``samples`` times)."""
+
+    loguniform: tuple[PositiveFloat, PositiveFloat] | None = None
+    uniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[Any] | None = Field(default=None, min_length=1)
+    grid: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> "Dimension":
+        given = [k for k in ("loguniform", "uniform", "randint", "choice", "grid") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of loguniform, uniform, randint, choice, grid (got {given or 'none'})")
+        rng = getattr(self, given[0])
+        if given[0] not in ("choice", "grid") and not rng[0] < rng[1]:
+            raise ValueError(f"{given[0]}: expected low < high, got {list(rng)}")
+        return self
+
+    def example(self) -> Any:
+        """A value of the dimension (checked against the strategy before any trial runs)."""
+        if self.choice is not None or self.grid is not None:
+            return (self.choice or self.grid)[0]
+        low = (self.loguniform or self.uniform or self.randint)[0]
+        return low
+
+
+class TuneConfig(Strict):
+    """``clsim tune``: hyper-parameters searched with Ray Tune, scored on validation splits only."""
+
+    metric: Literal["acc", "bal_acc", "learning_acc", "bal_learning_acc", "serving_acc", "bal_serving_acc"] = "bal_acc"
+    samples: PositiveInt = 8
+    search_seed: Annotated[int, Field(ge=0)] = 0
+    space: dict[str, dict[str, Dimension]] = Field(default_factory=dict)  # strategy run name -> parameter -> dimension
+
+
 class Scenario(Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")]
     seed: Annotated[int, Field(ge=0)] = 0
+    # several seeds: every strategy runs once per seed (its own split, initialisation and order);
+    # summaries show the mean and a 95 % interval, and differences paired by seed
+    seeds: list[Annotated[int, Field(ge=0)]] | None = Field(default=None, min_length=1)
     stream: StreamConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     strategies: list[StrategyRef] = Field(min_length=1)
+    tune: TuneConfig | None = None
 
     @property
     def stream_length(self) -> int:
         """How many experiences the stream has (file streams by time: ``windows``)."""
         stream = self.stream
         return stream.windows if getattr(stream, "time_column", None) else len(stream.experiences)
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every strategy runs with: ``seeds``, else ``[seed]``."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
 
     @field_validator("strategies")
     @classmethod
@@ -167,6 +244,15 @@ class Scenario(Strict):
         if dup:
             raise ValueError(f"strategy run names must be unique, {dup} repeat (give one a `name:`)")
         return strategies
+
+    @model_validator(mode="after")
+    def _tuned_strategies_exist(self) -> "Scenario":
+        names = [s.run_name for s in self.strategies]
+        for name in (self.tune.space if self.tune else {}):
+            if name not in names:
+                raise ValueError(f"tune.space names {name!r}, which is not a strategy of this scenario; "
+                                 f"expected one of {names}")
+        return self
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -193,6 +279,7 @@ def scenario_to_dict(scenario: Scenario) -> dict:
     """The resolved scenario as plain data (written next to the results)."""
     data = scenario.model_dump(mode="json", exclude_none=True)
     data["strategies"] = [
-        {"preset": s.preset, **({"name": s.name} if s.name else {}), **s.overrides} for s in scenario.strategies
+        {"preset": s.preset, **({"name": s.name} if s.name else {}), **({"train": s.train} if s.train else {}),
+         **s.overrides} for s in scenario.strategies
     ]
     return data

@@ -9,6 +9,12 @@ without a time are dropped, counted and reported with one ``logging`` warning ea
 rows in a large export should not stop a run, but they should not vanish silently either.
 Labels may be strings or integers; ``label_names`` are the file's distinct labels as strings,
 sorted (so integer labels 0/1/2 become "0"/"1"/"2").
+
+With ``dedupe`` (the default) duplicates are removed from the whole table before it is cut into
+experiences, as for the tweets (``clsim.data.clean``: case, whitespace, a leading ``RT @user:``,
+URLs and @mentions do not make a text different; texts whose copies disagree on the label are
+dropped; the first row of every other text is kept). Row ids are the 0-based rows of the table
+as read (CSV: data rows after the header; JSONL: lines; Parquet: rows).
 """
 from __future__ import annotations
 
@@ -19,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from clsim.config import ConfigError, FileStream
-from clsim.data.pool import Pool
+from clsim.data.clean import dedupe, report
+from clsim.data.pool import Pool, Source, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +84,7 @@ def _sort_key(values: pd.Series, file) -> pd.Series:
                                                       f"(e.g. {values.iloc[0]!r})") from None
 
 
-def pools(cfg: FileStream, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
+def source(cfg: FileStream, file: str | Path | None = None) -> Source:
     """One pool per listed domain value, or per time window."""
     path = Path(cfg.path)
     df = read_table(path, file)
@@ -86,6 +93,7 @@ def pools(cfg: FileStream, file: str | Path | None = None) -> tuple[list[Pool], 
     split_column, split_field = ((cfg.domain_column, "domain_column") if cfg.domain_column
                                  else (cfg.time_column, "time_column"))
     _require(df, split_column, split_field, file)
+    df = df.reset_index(drop=True)  # row ids: positions in the table as read
 
     text = df[cfg.text_column]
     df = _drop(df, text.isna() | (text.astype(str).str.strip() == ""), "empty text", path)
@@ -95,13 +103,22 @@ def pools(cfg: FileStream, file: str | Path | None = None) -> tuple[list[Pool], 
     if df.empty:
         raise ConfigError(file, "stream.path", f"{path.name} has no rows with both text and a label")
 
-    texts = df[cfg.text_column].astype(str).to_numpy(dtype=object)
     label_str = _as_strings(df[cfg.label_column])
+    counts = None
+    if cfg.dedupe:
+        keep, counts = dedupe(df[cfg.text_column].astype(str).tolist(), label_str.tolist())
+        report(str(path), counts)
+        df, label_str = df.iloc[keep], label_str.iloc[keep]
+        if df.empty:
+            raise ConfigError(file, "stream.path", f"{path.name}: no rows left after removing duplicates "
+                                                   "with conflicting labels")
+    texts = df[cfg.text_column].astype(str).to_numpy(dtype=object)
+    row_ids = df.index.to_numpy(dtype=np.int64)
     label_names = sorted(label_str.unique().tolist())
     labels = label_str.map({name: k for k, name in enumerate(label_names)}).to_numpy(dtype=np.int64)
 
     def pool(name: str, rows: np.ndarray, field: str) -> Pool:
-        return Pool(name, texts[rows].tolist(), labels[rows], field)
+        return Pool(name, texts[rows].tolist(), labels[rows], field, row_ids[rows])
 
     out = []
     if cfg.domain_column:
@@ -119,4 +136,15 @@ def pools(cfg: FileStream, file: str | Path | None = None) -> tuple[list[Pool], 
         order = np.argsort(rank.to_numpy(), kind="stable")
         for k, rows in enumerate(np.array_split(order, cfg.windows)):
             out.append(pool(f"window_{k}", rows, "stream.windows"))
-    return out, label_names
+    description = {"kind": "file", "path": str(path), "sha256": file_sha256(path), "text_column": cfg.text_column,
+                   "label_column": cfg.label_column, "dedupe": cfg.dedupe,
+                   "rows": "0-based row of the table as read (CSV: data row after the header; JSONL: line; "
+                           "Parquet: row)"}
+    return Source(out, label_names, description, counts.as_dict() if counts else None)
+
+
+def row_reader(description: dict):
+    """``lookup(index, rows) -> (texts, label names)`` over the table a split record names."""
+    df = read_table(Path(description["path"])).reset_index(drop=True)
+    texts, labels = df[description["text_column"]].astype(str), _as_strings(df[description["label_column"]])
+    return lambda index, rows: (texts.iloc[rows].tolist(), labels.iloc[rows].tolist())

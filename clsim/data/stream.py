@@ -1,10 +1,11 @@
-"""Experiences and their train/test splits — the one place every data source ends up.
+"""Experiences and their train / validation / test splits — the one place every data source ends up.
 
-A source (tweets, synthetic, files) turns its config into a list of ``Pool``s: the rows an
-experience may draw from, plus the scenario field that produced it (for error messages).
-``build_stream`` then draws ``train_per_experience`` + ``test_per_experience`` disjoint rows from
-each pool, stratified by label where the data allow, seeded by ``(seed, experience index)`` so
-the same seed gives the same stream and each experience gets its own draw.
+A source (tweets, synthetic, files) turns its config into a ``Source``: the rows each experience
+may draw from (already deduplicated), plus the scenario field that produced each pool (for error
+messages). ``build_stream`` then draws ``train_per_experience`` + ``val_per_experience`` +
+``test_per_experience`` disjoint rows from each pool, stratified by label where the data allow
+(``clsim.data.split``), seeded by ``(seed, experience index)`` so the same seed gives the same
+stream and each experience gets its own draw.
 """
 from __future__ import annotations
 
@@ -12,32 +13,31 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from clsim.config import ConfigError, FileStream, SyntheticStream, TweetsStream
-from clsim.data import files, synthetic, tweets
-from clsim.data.pool import Experience, Pool, Split, Stream, derive_seed
+from clsim.data import synthetic
+from clsim.data.pool import Experience, Pool, Source, Split, Stream, derive_seed
+from clsim.data.split import draw
+
+SPLIT_PURPOSE = 0  # derive_seed purpose of an experience's split draw
+METHOD = ("per class, rows shuffled by numpy.random.default_rng(derive_seed(seed, experience index, 0)); "
+          "counts by largest remainder (clsim.data.split); unstratified when a class is too small")
 
 
 def split_pool(pool: Pool, n_train: int, n_test: int, seed: int, index: int,
-               file: str | Path | None = None) -> Experience:
-    """Draw disjoint train/test rows from ``pool``; stratified by label unless a class is too small."""
-    need = n_train + n_test
+               file: str | Path | None = None, *, n_val: int = 0) -> Experience:
+    """Draw disjoint train / val / test rows from ``pool``; stratified by label unless a class is too small."""
+    need = n_train + n_val + n_test
     if len(pool.labels) < need:
+        fields = "train_per_experience + " + ("val_per_experience + " if n_val else "") + "test_per_experience"
         raise ConfigError(file, pool.field, f"experience {pool.name!r} has {len(pool.labels)} rows; "
-                                            f"needs train_per_experience + test_per_experience = {need}")
-    rows = np.arange(len(pool.labels))
-    state = derive_seed(seed, index, 0)
-    try:
-        train, test = train_test_split(rows, train_size=n_train, test_size=n_test,
-                                       stratify=pool.labels, random_state=state)
-    except ValueError:  # a class with < 2 rows, or fewer rows per split than classes
-        train, test = train_test_split(rows, train_size=n_train, test_size=n_test, random_state=state)
+                                            f"needs {fields} = {need}")
+    train, val, test = draw(pool.labels, (n_train, n_val, n_test), derive_seed(seed, index, SPLIT_PURPOSE))
 
     def take(idx: np.ndarray) -> Split:
-        return Split([pool.texts[i] for i in idx], pool.labels[idx].astype(np.int64))
+        return Split([pool.texts[i] for i in idx], pool.labels[idx].astype(np.int64), pool.rows[idx].astype(np.int64))
 
-    return Experience(pool.name, take(train), take(test))
+    return Experience(pool.name, take(train), take(test), take(val))
 
 
 def check_test_labels(experiences: list[Experience], pools: list[Pool], label_names: list[str],
@@ -64,18 +64,30 @@ def _unique_names(pools: list[Pool]) -> list[Pool]:
     return out
 
 
+def read_source(cfg: TweetsStream | SyntheticStream | FileStream, seed: int,
+                file: str | Path | None = None) -> Source:
+    """What the scenario's source holds: deduplicated pools, one per experience."""
+    if isinstance(cfg, TweetsStream):
+        from clsim.data import tweets  # here: pandas costs ~0.4 s of `clsim validate` on a synthetic stream
+
+        return tweets.source(cfg, file)
+    if isinstance(cfg, SyntheticStream):
+        return synthetic.source(cfg, seed, file)
+    if isinstance(cfg, FileStream):
+        from clsim.data import files  # here: pandas, as above
+
+        return files.source(cfg, file)
+    raise TypeError(f"unknown stream config {type(cfg).__name__}")
+
+
 def build_stream(cfg: TweetsStream | SyntheticStream | FileStream, seed: int,
                  file: str | Path | None = None) -> Stream:
     """The stream a scenario describes. ``file`` only names the scenario file in errors."""
-    if isinstance(cfg, TweetsStream):
-        pools, label_names = tweets.pools(cfg, file)
-    elif isinstance(cfg, SyntheticStream):
-        pools, label_names = synthetic.pools(cfg, seed, file)
-    elif isinstance(cfg, FileStream):
-        pools, label_names = files.pools(cfg, file)
-    else:
-        raise TypeError(f"unknown stream config {type(cfg).__name__}")
-    experiences = [split_pool(p, cfg.train_per_experience, cfg.test_per_experience, seed, i, file)
-                   for i, p in enumerate(_unique_names(pools))]
-    check_test_labels(experiences, pools, label_names, file)
-    return Stream(experiences, list(label_names))
+    src = read_source(cfg, seed, file)
+    sizes = cfg.train_per_experience, cfg.val_per_experience, cfg.test_per_experience
+    experiences = [split_pool(p, sizes[0], sizes[2], seed, i, file, n_val=sizes[1])
+                   for i, p in enumerate(_unique_names(src.pools))]
+    check_test_labels(experiences, src.pools, src.label_names, file)
+    drawn = {"seed": seed, "train_per_experience": sizes[0], "val_per_experience": sizes[1],
+             "test_per_experience": sizes[2], "method": METHOD}
+    return Stream(experiences, list(src.label_names), dict(src.description), src.dedup, drawn)

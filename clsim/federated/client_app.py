@@ -24,7 +24,8 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clsim.evaluation import evaluate_row
+from clsim import metrics as M
+from clsim.evaluation import confusion_row
 from clsim.federated.arrays import load_record, to_record
 from clsim.federated.job import KEY as JOB_KEY
 from clsim.federated.job import Job
@@ -52,7 +53,7 @@ def _job(context: Context) -> Job:
 
 
 def _state_file(job: Job, context: Context, client: int) -> Path | None:
-    return state_file(job.state_dir, job.run, job.name, context.node_config, client)
+    return state_file(job.state_dir, job.run, f"{job.name}/seed_{job.scenario.seed}", context.node_config, client)
 
 
 def _read_state(file: Path | None, context: Context) -> ClientState:
@@ -168,9 +169,9 @@ def evaluate(msg: Message, context: Context) -> Message:
         sc, device = job.scenario, _device()
         model = shared_model(sc.model, len(tokens.label_names), sc.seed, device)
         load_record(model, msg.content["arrays"])
-        row = evaluate_row(model, tokens.test, sc.train.eval_batch_size, device, tokens.pad_id,
-                           sc.train.precision)
-        metrics["accuracy"] = [float(v) for v in row]
+        row = confusion_row(model, tokens.test, len(tokens.label_names), job.spec.train.eval_batch_size, device,
+                            job.spec.train.precision)
+        metrics["accuracy"] = [float(M.accuracy(c)) for c in row]
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 
 

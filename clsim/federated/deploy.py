@@ -22,7 +22,7 @@ user can get wrong is checked before any process starts (:func:`prepare_launch`,
 ``--resume RUN_DIR`` (:func:`prepare_resume`) continues an interrupted launch from its last
 round checkpoint, like ``clsim run --resume``: a fresh SuperLink and SuperNodes with the run's
 own certificates and keys, ``flwr run`` with ``resume=true``; the clients find their CL state in
-``<run>/<strategy>/clients/``. Processes an earlier, killed launcher left running are stopped
+``<run>/<strategy>/seed_<k>/clients/``. Processes an earlier, killed launcher left running are stopped
 first; the earlier attempt's logs move to ``flower/attempt<k>/``.
 """
 from __future__ import annotations
@@ -52,8 +52,9 @@ from clsim.federated.processes import (
     port_in_use,
 )
 from clsim.federated.schema import FEDERATED
-from clsim.results import PLAN_FILE, new_run_dir, partial_doc, read_plan, write_plan, write_summary
+from clsim.results import PLAN_FILE, finished_seeds, new_run_dir, partial_doc, read_plan, write_plan
 from clsim.sinks import write_json
+from clsim.tables import write_summary
 
 LAUNCH_FILE = "launch.json"  # in <run>/flower/: how the run was launched
 
@@ -172,7 +173,7 @@ def prepare_resume(run_dir: str | Path, port: int | None = None) -> Launch:
         job = federated_job(plan, how.get("strategy"))
     except ConfigError as exc:
         raise ConfigError(None, "--resume", exc.message) from None
-    if partial_doc(run_dir, job.name).get("complete"):
+    if finished_seeds(run_dir, job.name, [job.scenario.seed]):
         raise ConfigError(None, "--resume", f"strategy {job.name!r} of {run_dir} has finished; nothing to resume")
     running = recorded_launcher(fdir)
     if running is not None:
@@ -290,12 +291,10 @@ def _materials(launch: Launch) -> tuple[Path | None, Path | None, Path]:
 
 def _record(launch: Launch, error: str | None) -> bool:
     """Whether the strategy finished; if not, mark it incomplete in the run's summary."""
-    try:
-        doc = json.loads((launch.run_dir / launch.job.name / "metrics.json").read_text())
-    except (OSError, ValueError):
-        doc = {}
+    seeds = [launch.job.scenario.seed]
+    doc = partial_doc(launch.run_dir, launch.job.name, seeds)
     if doc.get("complete"):
         return True
-    write_summary(launch.run_dir, [partial_doc(launch.run_dir, launch.job.name,
+    write_summary(launch.run_dir, [partial_doc(launch.run_dir, launch.job.name, seeds,
                                                error or "the run ended before its last experience")])
     return False

@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord
 
 from clsim.config import ConfigError, Plan, Scenario, StrategyPlan, resolve
 from clsim.federated.schema import FEDERATED, FederatedConfig
+from clsim.results import seed_dir
 
 KEY = "clsim.job"
 
@@ -49,10 +50,11 @@ class Job:
                     str(record.get("run", "")))
 
     def in_run(self, run_dir: str | Path) -> "Job":
-        """This job as run in ``run_dir``: clients keep their state in ``<run_dir>/<strategy>/clients``
+        """This job as run in ``run_dir``: clients keep their state in ``<run_dir>/<strategy>/seed_<k>/clients``
         (one machine, or a file system every node shares) unless a node names its own folder."""
         run_dir = Path(run_dir).resolve()
-        return replace(self, state_dir=str(run_dir / self.name / "clients"), run=f"{run_dir.parent.name}/{run_dir.name}")
+        return replace(self, state_dir=str(seed_dir(run_dir, self.name, self.scenario.seed) / "clients"),
+                       run=f"{run_dir.parent.name}/{run_dir.name}")
 
 
 @lru_cache(maxsize=8)

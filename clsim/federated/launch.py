@@ -33,7 +33,7 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu
     """Simulate ``job`` with Flower's simulation engine; return the metrics document.
 
     Resumable: the server checkpoints after every round and clients keep their CL state in
-    ``<run_dir>/<strategy>/clients/``; ``resume`` continues from there. If Ray is not
+    ``<run_dir>/<strategy>/seed_<k>/clients/``; ``resume`` continues from there. If Ray is not
     initialised, Flower initialises it (joining ``ray_address`` when given)."""
     fed = job.fed
     gpus = fed.client_resources.gpus(fed.clients, device == "cuda")

@@ -23,7 +23,7 @@ from flwr.serverapp import strategy as flower_strategies
 
 from clsim import metrics as M
 from clsim.data import derive_seed
-from clsim.evaluation import evaluate_row
+from clsim.evaluation import confusion_row
 from clsim.federated import quiet_flower
 from clsim.federated.arrays import load_record, to_record
 from clsim.federated.fleet import FederationError, Fleet, RoundTraffic
@@ -99,12 +99,12 @@ class FederatedServer:
             self.life.save(self)
         return None
 
-    def evaluate(self) -> list[float]:
+    def evaluate(self) -> list:
         load_record(self.model, self.arrays)
         t0 = time.perf_counter()
-        sc = self.job.scenario
-        row = evaluate_row(self.model, self.tokens.test, sc.train.eval_batch_size, self.device, self.tokens.pad_id,
-                           sc.train.precision)
+        train = self.job.spec.train
+        row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), train.eval_batch_size,
+                            self.device, train.precision)
         self.eval_seconds += time.perf_counter() - t0
         return row
 
@@ -171,7 +171,7 @@ class FederatedServer:
             raise FederationError(
                 f"cannot resume: {len(lost)} client(s) lost their continual-learning state, e.g. client {c} trained "
                 f"{n} round(s) but its state ({where}) holds {has}; the clients' state must survive with the run "
-                f"(<run>/<strategy>/clients/, or each SuperNode's state-dir)")
+                f"(<run>/<strategy>/seed_<k>/clients/, or each SuperNode's state-dir)")
 
     # ------------------------------------------------------------------ rounds and clients
     def _round_done(self, rnd: int, t: RoundTraffic | None) -> None:
@@ -217,6 +217,5 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens: TokenizedStream, de
           progress=None, resume: bool = False) -> dict:
     """Run the federated strategy of ``job`` on ``grid`` through the lifecycle; its metrics document.
     ``resume`` continues from the last round checkpoint when there is one, else starts over."""
-    life = Lifecycle(job.plan, job.spec, tokens.names, tokens, run_dir, {"reason": "resume"} if resume else None,
-                     progress)
+    life = Lifecycle(job.plan, job.spec, tokens, run_dir, {"reason": "resume"} if resume else None, progress)
     return run(life, lambda life: FederatedServer(life, job, grid, tokens, device))

@@ -16,14 +16,24 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from clsim.config import ConfigError
-from clsim.data import build_stream
+from clsim.data import build_stream, split_record
 from clsim.federated.job import Job, federated_job, load_job
 from clsim.federated.processes import APP_ROOT
 from clsim.federated.schema import FEDERATED
 from clsim.federated.server import serve
 from clsim.lifecycle import ProgressFn
 from clsim.models import tokenize_stream
-from clsim.results import PLAN_FILE, new_run_dir, partial_doc, read_plan, write_plan, write_summary
+from clsim.results import (
+    PLAN_FILE,
+    SPLITS_FILE,
+    new_run_dir,
+    partial_doc,
+    read_plan,
+    write_plan,
+    write_splits,
+    write_strategy_results,
+)
+from clsim.tables import write_summary
 
 log = logging.getLogger("flwr")
 
@@ -61,7 +71,7 @@ def job_from_run_config(cfg) -> tuple[Job, Path, bool]:
     - ``resume='<run dir>'`` is the same as ``plan='<run dir>/plan.json' resume=true``;
     - else ``scenario`` (with ``output`` and ``run-id``) starts a new run folder.
 
-    Clients keep their state in ``<run>/<strategy>/clients/`` unless a SuperNode names its own
+    Clients keep their state in ``<run>/<strategy>/seed_<k>/clients/`` unless a SuperNode names its own
     ``state-dir``."""
     strategy = str(cfg.get("strategy", "")) or None
     resume, plan = cfg.get("resume", False), str(cfg.get("plan", ""))
@@ -92,15 +102,20 @@ def main(grid: Grid, context: Context) -> None:
     job, run_dir, resume = job_from_run_config(context.run_config)
     sc = job.scenario
     log.info("clsim: %s / %s -> %s%s", sc.name, job.name, run_dir, " (resuming)" if resume else "")
-    tokens = tokenize_stream(build_stream(sc.stream, sc.seed, job.plan.file), sc.model)
+    stream = build_stream(sc.stream, sc.seed, job.plan.file)
+    if not (run_dir / SPLITS_FILE).is_file():
+        write_splits(run_dir, {sc.seed: split_record(stream)})
+    tokens = tokenize_stream(stream, sc.model)
     try:
         doc = serve(grid, job, run_dir, tokens, device="cuda" if torch.cuda.is_available() else "cpu",
                     resume=resume)
     except Exception as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
-        write_summary(run_dir, [partial_doc(run_dir, job.name, reason)])  # marked incomplete
+        write_summary(run_dir, [partial_doc(run_dir, job.name, [sc.seed], reason)])  # marked incomplete
         log.error("clsim: stopped: %s (results so far in %s)", reason, run_dir)
         raise
-    write_summary(run_dir, [doc])
+    over_seeds = partial_doc(run_dir, job.name, [sc.seed])
+    write_strategy_results(run_dir / job.name, over_seeds)
+    write_summary(run_dir, [over_seeds])
     log.info("clsim: acc %.3f, forgetting %s, %d rounds, %d failed replies; results in %s",
              doc.get("acc", float("nan")), doc.get("forgetting"), doc["rounds"], doc["failures"], run_dir)

@@ -14,9 +14,9 @@ importance per experience, however many rounds it took.
 
 Where it lives (:func:`state_file`): in a file per client, ``client_<i>.pt``, written atomically
 after every round and read when the client is next sampled — in ``Job.state_dir`` (the run
-folder's ``<strategy>/clients/``, which ``clsim run`` and ``clsim flower launch`` set), or under
+folder's ``<strategy>/seed_<k>/clients/``, which ``clsim run`` and ``clsim flower launch`` set), or under
 the SuperNode's own ``state-dir`` (node config: ``--node-config "... state-dir='/var/lib/clsim'"``,
-for machines that do not share the run folder) in ``<state-dir>/<scenario>/<run id>/<strategy>/``.
+for machines that do not share the run folder) in ``<state-dir>/<scenario>/<run id>/<strategy>/seed_<k>/``.
 Only without either does it stay in Flower's ``context.state`` (not resumable). Files keep a
 federation of 1,000 clients out of memory, and let a resumed federation's clients pick up where
 they were. Restoring ``base`` every round makes this safe when a file is a round ahead of the

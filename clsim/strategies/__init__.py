@@ -11,7 +11,12 @@ import torch
 from avalanche.training.plugins import EvaluationPlugin
 
 from clsim.config import Component, StrategyPlan, TrainConfig
-from clsim.strategies.plugins import AutocastPlugin, LengthGroupedBatchesPlugin
+from clsim.strategies.plugins import (
+    AutocastPlugin,
+    LengthGroupedBatchesPlugin,
+    LinearProbePlugin,
+    WarmupSchedulePlugin,
+)
 
 __all__ = ["build_strategy", "build", "make_optimizer"]
 
@@ -32,15 +37,29 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
+def recipe_plugins(model: torch.nn.Module, train: TrainConfig) -> list:
+    """The training recipe every preset gets (``TrainConfig``): the linear probe before each
+    experience's fine-tuning — unless the backbone is frozen (``finetune: head``: the learner
+    already trains the head alone, on cached features) — and the warmup/decay schedule."""
+    probe = train.lp_epochs > 0 and getattr(model, "backbone_frozen", True) is False
+    initial = {k: v.detach().clone() for k, v in model.head.state_dict().items()} if probe else None
+    return [*([LinearProbePlugin(train.lp_epochs, train.lp_lr, train.weight_decay, train.batch_size,
+                                 train.precision, initial_head=initial if train.lp_when == "new_head" else None)]
+              if probe else []),
+            WarmupSchedulePlugin(train.warmup, train.schedule)]
+
+
 def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfig, device: str,
                    first_plugins: list = ()):
-    """The Avalanche strategy for ``spec``; ``first_plugins`` run before the preset's plugins."""
+    """The Avalanche strategy for ``spec`` trained as ``train`` says; ``first_plugins`` run before
+    the preset's plugins, the recipe's after them (they must see a periodic reset, a from-scratch
+    reset, replay's loader and the epoch count the preset's plugins set)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, train)
     # speed options wrap every preset the same way; length grouping goes before the preset's
     # plugins so one that brings its own loader (replay) keeps it
     grouping = [LengthGroupedBatchesPlugin()] if train.group_by_length else []
-    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins)]
+    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins), *recipe_plugins(model, train)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))
     return build(spec.template, model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),

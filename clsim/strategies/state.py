@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from avalanche.training import Cumulative
-from avalanche.training.storage_policy import ExperienceBalancedBuffer, ReservoirSamplingBuffer
+from avalanche.training.storage_policy import ClassBalancedBuffer, ExperienceBalancedBuffer, ReservoirSamplingBuffer
 from avalanche.training.utils import ParamData
 
 from clsim.config import ConfigError
@@ -54,19 +54,35 @@ def set_rng_state(state: dict) -> None:
 
 
 # --------------------------------------------------------------------------- plugin adapters
+def _groups(sp, enc: Encode) -> list[dict]:
+    """A balanced buffer's reservoirs, in the buffer's order (the order replay batches draw from)."""
+    return [{"key": int(k), "max_size": g.max_size, "ids": enc(g.buffer), "weights": g._buffer_weights.detach().clone()}
+            for k, g in sp.buffer_groups.items()]
+
+
 def _replay(plugin, enc: Encode) -> dict:
     sp = plugin.storage_policy
-    if not isinstance(sp, ExperienceBalancedBuffer):
-        raise StateError(None, "ReplayPlugin.storage_policy",
-                              f"{type(sp).__name__} cannot be checkpointed yet; use the default ExperienceBalancedBuffer")
-    return {"num_exps": sp._num_exps, "max_size": sp.max_size,
-            "groups": [{"key": int(k), "max_size": g.max_size, "ids": enc(g.buffer),
-                        "weights": g._buffer_weights.detach().clone()} for k, g in sp.buffer_groups.items()]}
+    if type(sp) is ExperienceBalancedBuffer:
+        return {"storage": "experience", "num_exps": sp._num_exps, "max_size": sp.max_size, "groups": _groups(sp, enc)}
+    if type(sp) is ClassBalancedBuffer:
+        return {"storage": "class", "seen_classes": sorted(int(c) for c in sp.seen_classes), "max_size": sp.max_size,
+                "groups": _groups(sp, enc)}
+    raise StateError(None, f"{type(plugin).__name__}.storage_policy",
+                     f"{type(sp).__name__} cannot be checkpointed; use ExperienceBalancedBuffer or ClassBalancedBuffer")
 
 
 def _load_replay(plugin, state: dict, dec: Decode, strategy) -> None:
     sp = plugin.storage_policy
-    sp._num_exps, sp.max_size = state["num_exps"], state["max_size"]
+    kind = state.get("storage", "experience")  # checkpoints before class storage existed held experience buffers
+    want = {"experience": ExperienceBalancedBuffer, "class": ClassBalancedBuffer}[kind]
+    if type(sp) is not want:
+        raise StateError(None, f"{type(plugin).__name__}.storage_policy",
+                         f"checkpoint holds a {want.__name__}; this strategy has a {type(sp).__name__}")
+    sp.max_size = state["max_size"]
+    if kind == "experience":
+        sp._num_exps = state["num_exps"]
+    else:
+        sp.seen_classes = set(state["seen_classes"])
     sp.buffer_groups = {}
     for g in state["groups"]:
         buf = ReservoirSamplingBuffer(g["max_size"])
@@ -110,6 +126,16 @@ def _load_lwf(plugin, state: dict, dec: Decode, strategy) -> None:
         lwf.prev_model = teacher.train(state["prev_model_training"])
 
 
+def _from_scratch(plugin, enc: Encode) -> dict:
+    weights = plugin.initial_weights
+    return {"initial_weights": None if weights is None else {k: v.detach().cpu() for k, v in weights.items()}}
+
+
+def _load_from_scratch(plugin, state: dict, dec: Decode, strategy) -> None:
+    weights = state["initial_weights"]
+    plugin.initial_weights = None if weights is None else {k: v.to(strategy.device) for k, v in weights.items()}
+
+
 def _periodic(plugin, enc: Encode) -> dict:
     return {"initial_state": plugin.initial_state, "history": [enc(d) for d in plugin.history],
             "refits": list(plugin.refits)}
@@ -149,11 +175,16 @@ def _load_clock(plugin, state: dict, dec: Decode, strategy) -> None:
 # class name -> (state of a plugin, restore a plugin); transient plugins map to None.
 ADAPTERS: dict[str, tuple | None] = {
     "ReplayPlugin": (_replay, _load_replay),
+    "BalancedReplayPlugin": (_replay, _load_replay),
     "EWCPlugin": (_ewc, _load_ewc),
     "LwFPlugin": (_lwf, _load_lwf),
+    "EvalTeacherLwFPlugin": (_lwf, _load_lwf),
+    "FromScratchTrainingPlugin": (_from_scratch, _load_from_scratch),
     "PeriodicRefinetunePlugin": (_periodic, _load_periodic),
     "ProbePlugin": (_probe, _load_probe),
     "Clock": (_clock, _load_clock),
+    "LinearProbePlugin": None,  # features and head optimizer live within one experience
+    "WarmupSchedulePlugin": None,  # the schedule is rebuilt at every experience
     "EvaluationPlugin": None,  # clsim evaluates itself; Avalanche's evaluator logs nothing
     "PeriodicEval": None,  # eval_every=-1: flags reset at every train call
 }

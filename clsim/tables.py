@@ -1,0 +1,239 @@
+"""The tables every summary shows — ``summary.csv`` / ``summary.md``, ``clsim compare`` and the
+console read them from here.
+
+- :data:`COLUMNS`: one row per strategy (mean over seeds, with a 95 % interval when there are
+  several), plus a reference row: the majority class (each test set's most common label).
+- :func:`differences`: each strategy minus a baseline, paired over the same seeds: naive, and
+  ``independent`` when the run has it (the pretrained model fine-tuned on each experience alone:
+  transfer measured against it).
+- :func:`margins`: per experience, each strategy's diagonal accuracy against that test set's
+  majority-class rate — the first thing to check under label-prior drift.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from clsim import metrics as M
+from clsim.results import final_metric
+from clsim.sinks import atomic_write_text, write_csv
+
+MAJORITY = "majority class"  # the reference row's name
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # header in summary.csv / comparison.csv
+    title: str  # header in the console's table
+    get: Callable[[Mapping[str, Any]], Any]
+    kind: str  # how a value prints: text, metric, seconds, count, bytes, flag
+
+
+def _cost(key: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda doc: (doc.get("costs") or {}).get(key)
+
+
+def _metric(key: str) -> Callable[[Mapping[str, Any]], Any]:
+    return lambda doc: final_metric(doc, key)
+
+
+SHOWN = ("acc", "bal_acc", "bwt", "forgetting", "fwt", "learning_acc", "bal_learning_acc", "serving_acc")
+COLUMNS: tuple[Column, ...] = (
+    Column("strategy", "strategy", lambda d: d["strategy"], "text"),
+    *(Column(m, m.replace("learning_acc", "learn").replace("serving_acc", "serving"), _metric(m), "metric")
+      for m in SHOWN),
+    Column("train_s", "train s", _cost("train_seconds"), "seconds"),
+    Column("eval_s", "eval s", _cost("eval_seconds"), "seconds"),
+    Column("samples", "samples", _cost("samples_trained"), "count"),
+    Column("trainable_params", "trainable", _cost("trainable_params"), "count"),
+    Column("bytes_up", "bytes up", _metric("bytes_up"), "bytes"),
+    Column("bytes_down", "bytes down", _metric("bytes_down"), "bytes"),
+    Column("complete", "complete", lambda d: bool(d.get("complete")), "flag"),
+)
+
+
+CONSOLE = ("strategy", "acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc", "serving_acc", "train_s",
+           "samples", "bytes_up", "complete")  # the console's narrower view of the same table
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A value and, for a mean over seeds, its 95 % interval (None: one seed, or not a metric)."""
+
+    value: Any
+    interval: tuple[float, float] | None = None
+
+
+def majority_row(docs: Sequence[Mapping[str, Any]]) -> dict | None:
+    """The reference a strategy must beat under label-prior drift: always predicting each test
+    set's most common label. Its accuracy on experience j is that set's majority rate; its
+    balanced accuracy is chance (1 / number of labels); it never changes, so nothing is forgotten."""
+    doc = next((d for d in docs if d.get("majority")), None)
+    if doc is None:
+        return None
+    maj = [float(v) for v in doc["majority"]]
+    chance = 1.0 / len(doc["labels"]) if doc.get("labels") else math.nan
+    return {"strategy": MAJORITY, "acc": float(np.mean(maj)), "learning_acc": float(np.mean(maj)),
+            "serving_acc": float(np.mean(maj[1:])) if len(maj) > 1 else math.nan, "bal_acc": chance,
+            "bal_learning_acc": chance, "bwt": 0.0, "forgetting": 0.0, "fwt": math.nan, "complete": True,
+            "costs": {}}
+
+
+def table(docs: Sequence[Mapping[str, Any]], labels: Sequence[str] | None = None,
+          reference: bool = True) -> tuple[list[Column], list[list[Cell]]]:
+    """The summary table of ``docs``: byte columns only when a run is federated, ``complete``
+    only when a run is not; the majority-class row last. ``labels`` replace strategy names."""
+    ref = majority_row(docs) if reference else None
+    rows_docs = list(docs) + ([ref] if ref else [])
+    fed = any(final_metric(d, "bytes_up") is not None for d in docs)
+    partial = not all(d.get("complete") for d in docs)
+    cols = [c for c in COLUMNS if (fed or c.kind != "bytes") and (partial or c.kind != "flag")]
+    rows = []
+    for k, d in enumerate(rows_docs):
+        row = [Cell(c.get(d), _interval(d, c)) for c in cols]
+        if labels and k < len(labels):
+            row[0] = Cell(labels[k])
+        rows.append(row)
+    return cols, rows
+
+
+def _interval(doc: Mapping[str, Any], col: Column) -> tuple[float, float] | None:
+    lo_hi = (doc.get("intervals") or {}).get(col.key) if col.kind == "metric" else None
+    return tuple(lo_hi) if lo_hi and all(v is not None and math.isfinite(v) for v in lo_hi) else None
+
+
+def fmt(value: Any, kind: str, interval: tuple[float, float] | None = None) -> str:
+    """One cell: 3 decimals (signed when negative; ``± half-width`` of an interval), seconds to
+    0.1, counts with separators, bytes with units, "—" for none."""
+    if isinstance(value, Cell):
+        value, interval = value.value, value.interval
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if kind == "flag":
+        return "yes" if value else "no"
+    if kind == "bytes":
+        return _bytes(float(value))
+    if kind == "count":
+        return f"{int(round(value)):,}"
+    if kind == "seconds":
+        return f"{float(value):.1f}"
+    if kind == "metric":
+        text = f"{value:+.3f}" if value < 0 else f"{value:.3f}"
+        return text + (f" ± {(interval[1] - interval[0]) / 2:.3f}" if interval else "")
+    return str(value).replace("|", "\\|")
+
+
+def _bytes(v: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(v) < 1000 or unit == "GB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1000.0
+    return f"{v:.1f} GB"
+
+
+def markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(headers) + " |", "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def csv_rows(cols: Sequence[Column], rows: Sequence[Sequence[Cell]]) -> tuple[list[str], list[list]]:
+    """Full precision for CSV; a metric with intervals gets ``<key>_lo`` / ``<key>_hi`` columns."""
+    with_iv = [any(r[k].interval for r in rows) for k in range(len(cols))]
+    header, body = [], [[] for _ in rows]
+    for k, c in enumerate(cols):
+        header += [c.key] + ([f"{c.key}_lo", f"{c.key}_hi"] if with_iv[k] else [])
+        for out, r in zip(body, rows):
+            out.append(r[k].value)
+            if with_iv[k]:
+                out += list(r[k].interval) if r[k].interval else [None, None]
+    return header, body
+
+
+# --------------------------------------------------------------------------- paired differences
+DIFFERENCES = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc", "serving_acc")
+
+
+def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> list[tuple[str, dict]]:
+    """Each strategy minus ``baseline`` per metric, paired over the seeds both finished: (mean,
+    lo, hi, n). Empty without the baseline."""
+    base = next((d for d in docs if d["strategy"] == baseline), None)
+    if base is None:
+        return []
+    out = []
+    for d in docs:
+        if d is base:
+            continue
+        row = {}
+        for m in DIFFERENCES:
+            a, b = (d.get("per_seed") or {}).get(m, {}), (base.get("per_seed") or {}).get(m, {})
+            common = sorted(set(a) & set(b))
+            if common:
+                mean, lo, hi = M.paired_interval([a[s] for s in common], [b[s] for s in common])
+                row[m] = (mean, lo, hi, len(common))
+        out.append((d["strategy"], row))
+    return out
+
+
+def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str = "naive") -> list[str]:
+    rows = differences(docs, baseline)
+    if not rows:
+        return []
+
+    def cell(v) -> str:
+        if v is None:
+            return "—"
+        mean, lo, hi, n = v
+        iv = f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""
+        return f"{mean:+.3f}{iv}"
+
+    n = max((v[3] for _, r in rows for v in r.values()), default=0)
+    return [f"Difference to `{baseline}`, paired over {n} seed(s) (mean [95 % interval]; an interval that "
+            "excludes 0 is a difference the seeds support):", "",
+            *markdown(["strategy", *DIFFERENCES], [[name, *(cell(r.get(m)) for m in DIFFERENCES)]
+                                                   for name, r in rows])]
+
+
+# --------------------------------------------------------------------------- margins per experience
+def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per experience: its test set's majority-class rate, and each strategy's diagonal accuracy
+    R[j][j] (mean over seeds) with its margin over that rate."""
+    ref = next((d for d in docs if d.get("majority")), None)
+    if ref is None:
+        return []
+    names, maj = ref["experiences"], ref["majority"]
+    shown = [d for d in docs if d.get("accuracy_matrix")]
+    rows = []
+    for j, name in enumerate(names):
+        cells = [name, f"{maj[j]:.3f}"]
+        for d in shown:
+            R = d["accuracy_matrix"]
+            cells.append(f"{R[j][j]:.3f} ({R[j][j] - maj[j]:+.3f})" if j < len(R) else "—")
+        rows.append(cells)
+    return ["Diagonal accuracy R[j][j] per experience (margin over its majority-class rate):", "",
+            *markdown(["experience", "majority", *(d["strategy"] for d in shown)], rows)]
+
+
+# --------------------------------------------------------------------------- summary files
+def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]]) -> Path:
+    """``summary.csv`` (full precision) and ``summary.md``: the table, the paired differences to
+    naive, the per-experience margins, and a note naming every strategy not finished."""
+    d = Path(run_dir)
+    cols, rows = table(docs)
+    write_csv(d / "summary.csv", *csv_rows(cols, rows))
+    seeds = max((len(doc.get("seeds") or []) for doc in docs), default=1)
+    lines = [f"Accuracy in [0, 1]; `bal_` = balanced accuracy; mean over {seeds} seed(s)"
+             + (" ± half the 95 % interval" if seeds > 1 else "") + ".", "",
+             *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), margins_markdown(docs)):
+        if block:
+            lines += ["", *block]
+    incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]
+    if incomplete:
+        lines += ["", f"Incomplete strategies (partial or missing results): {', '.join(incomplete)}"]
+    atomic_write_text(d / "summary.md", "\n".join(lines) + "\n")
+    return d

@@ -1,0 +1,89 @@
+"""`clsim tune`: the search space, its checks, and a real Ray Tune search whose trials never see a
+test split (asserted on the texts each trial's evaluation counted)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+from conftest import plan_of, scenario_dict
+from typer.testing import CliRunner
+
+from clsim.cli import app
+from clsim.config import ConfigError
+from clsim.config.scenario import Dimension
+
+VAL, TEST = 12, 16
+
+
+def tune_scenario(**kw) -> dict:
+    data = scenario_dict(strategies=["naive", "ewc"], **kw)
+    data["stream"].update(train_per_experience=32, val_per_experience=VAL, test_per_experience=TEST)
+    data["tune"] = {"samples": 2, "space": {"ewc": {"ewc_lambda": {"loguniform": [1.0e+2, 1.0e+5]}}}}
+    return data
+
+
+def test_validation_stream_swaps_test_for_validation(make_scenario, tokens_for):
+    from clsim.tuning import validation_stream
+
+    sc = make_scenario(**{k: v for k, v in tune_scenario().items() if k in ("stream",)})
+    tokens = tokens_for(sc)
+    val = validation_stream(tokens)
+    assert [len(s.labels) for s in val.test] == [VAL] * 3 and val.val == []
+    for got, want in zip(val.test, tokens.val):
+        assert got is want  # the validation splits themselves
+    test_ids = {x.tobytes() for s in tokens.test for x in s.ids}
+    assert not test_ids & {x.tobytes() for s in val.test for x in s.ids}  # no test text reaches a trial
+    with pytest.raises(ConfigError, match="val_per_experience"):
+        validation_stream(tokens_for(make_scenario()))  # no validation split: nothing to score on
+
+
+def test_space_parsing_and_checks(make_scenario):
+    from clsim.tuning import check, parse_space
+
+    space = parse_space(["ewc_lambda=loguniform:1e2:1e5", "mode=choice:separate,online"])
+    assert space["ewc_lambda"].loguniform == (100.0, 100000.0) and space["mode"].choice == ["separate", "online"]
+    for bad in ("ewc_lambda=loguniform:5", "x=gaussian:1:2", "ewc_lambda=uniform:3:1"):
+        with pytest.raises(ConfigError, match="--space"):
+            parse_space([bad])
+    plan = plan_of(make_scenario(strategies=["naive", "ewc"]))
+    check(plan, "ewc", space)
+    check(plan, "ewc", parse_space(["train.epochs=grid:1,2"]))  # the recipe can be searched too
+    with pytest.raises(ConfigError, match="train"):
+        check(plan, "ewc", parse_space(["train.epochz=choice:1,2"]))
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        check(plan, "ewc", {"ewc_lamda": Dimension(choice=[1.0])})
+    with pytest.raises(ConfigError, match="valid number"):
+        check(plan, "ewc", {"ewc_lambda": Dimension(choice=["lots"])})
+    with pytest.raises(ConfigError, match="--strategy"):
+        check(plan, "lwf", space)
+
+
+def test_tune_block_is_validated(tmp_path):
+    data = tune_scenario()
+    data["tune"]["space"]["nope"] = {"ewc_lambda": {"choice": [1]}}
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2 and "tune" in res.output and "nope" in res.output
+
+
+def test_tune_searches_on_validation_only(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(tune_scenario()))
+    res = CliRunner().invoke(app, ["tune", str(path), "--strategy", "ewc", "--output", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    (folder,) = (tmp_path / "out" / "unit").iterdir()
+    best = json.loads((folder / "best.json").read_text())
+    assert best["strategy"] == "ewc" and best["split"] == "validation" and best["finished"] == 2
+    assert 1e2 <= best["config"]["ewc_lambda"] <= 1e5
+    trials = list((folder / "ray").glob("*/ewc/seed_0/metrics.json"))
+    assert len(trials) == 2
+    for f in trials:  # what each trial evaluated: the validation sets (12 texts each), never the test sets (16)
+        doc = json.loads(f.read_text())
+        counted = np.asarray(doc["confusion"]["rows"]).sum(axis=(2, 3))
+        assert (counted == VAL).all()
+    lines = (folder / "trials.csv").read_text().strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("ewc_lambda,bal_acc (validation)")
+    assert (folder / "plan.json").is_file() and (folder / "splits.json").is_file()
