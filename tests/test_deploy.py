@@ -116,6 +116,21 @@ def test_launch_refuses_fewer_nodes_than_clients(tmp_path):
     assert "--nodes" in line and "1 SuperNode(s) for the 2 clients" in line
 
 
+def test_launch_refuses_more_nodes_than_clients(tmp_path):
+    line = _refused(tmp_path, "--strategy", "fedavg", "--nodes", "3")
+    assert "--nodes" in line and "3 SuperNodes for the 2 clients" in line
+
+
+def test_launch_refuses_an_unknown_server_strategy_parameter(tmp_path):
+    sc = yaml.safe_load(SMOKE.read_text())
+    sc["strategies"] = [{**sc["strategies"][1], "server_params": {"fraction_fit": 0.5}}]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(sc))
+    line = error_line(invoke("flower", "launch", bad, "--strategy", "fedavg", "--output", tmp_path / "out"))
+    assert "server_params.fraction_fit: unknown parameter for FedAvg" in line
+    assert not (tmp_path / "out").exists() and flower_processes_under(tmp_path) == []
+
+
 def test_launch_refuses_an_unknown_strategy(tmp_path):
     line = _refused(tmp_path, "--strategy", "fedsgd")
     assert "--strategy" in line and "'fedsgd'" in line and "fedavg" in line

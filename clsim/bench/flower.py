@@ -59,7 +59,7 @@ def measure_flower_scale(cfg: BenchConfig, say, rows: list[ScaleRow]) -> list[Re
     sizes = (4, 8, 16) if cfg.tiny else cfg.scale_clients
     for n in sizes:
         sc = scale_scenario(n, sampled, 8 if cfg.tiny else cfg.scale_per_client, model,
-                            {"epochs": 1, "batch_size": 16, "lr": 5e-4}, 16 if cfg.tiny else 100,
+                            {"epochs": 1, "batch_size": 16, "lr": 5e-4, "lp_epochs": 0}, 16 if cfg.tiny else 100,
                             2 if cfg.tiny else 3, 1.0)
         say(f"Flower simulation: FedAvg + LoRA, {n} clients, {sampled} sampled a round, on {cpus} CPUs")
         tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
