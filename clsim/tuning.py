@@ -12,6 +12,7 @@ runs trials side by side as resources allow, and keeps its experiment resumable
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import replace
@@ -157,6 +158,8 @@ def run(plan: Plan, name: str, tokens: TokenizedStream, out: Path, cfg: TuneConf
     # clsim writes its own report: no TensorBoardX/CSV/JSON trial loggers, no console tables from Tune
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # without those loggers Tune's result grid warns that each trial has no result.json/progress.csv
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     results = tuner.fit()
     return write_report(results, name, space, cfg.metric, Path(out))
 
