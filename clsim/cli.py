@@ -318,30 +318,63 @@ def tune(
 @app.command()
 @friendly_errors
 def bench(
-    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write {name: ratio} to this JSON file."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Also write {name: ratio} to this JSON file "
+                                                                   "(after every measure)."),
     tiny: bool = typer.Option(False, "--tiny", help="Synthetic stream + tiny model: seconds, for tests."),
     repeats: Optional[int] = typer.Option(None, min=1, help="Timed passes per variant; the best counts "
                                                             "(default 2, --tiny 1)."),
+    only: Optional[str] = typer.Option(None, "--only", metavar="NAME,…", help="Only these measures (names as in the "
+                                                                             "table, or flower_scale)."),
 ):
     """Measure clsim's performance ratios (tweets + MiniLM) and print them against their goals."""
     from clsim import bench as B  # here: torch, Ray and Flower take seconds to import
 
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    B.selected(names)  # an unknown name: one line, exit 2, before anything runs
     cfg = B.BenchConfig(tiny=tiny, repeats=repeats or (1 if tiny else 2))
     t0 = time.perf_counter()
-    results = B.run(cfg, say=lambda s: console.print(f"[dim]bench:[/] {s}", highlight=False))
+    done: list = []
+    scale: list = []
+
+    def value(r) -> str:
+        if r.value is None:
+            return "skipped" if r.detail.startswith("skipped") else "missing"
+        if "points" in r.name or "overhead" in r.name or "_gb_" in r.name:
+            return f"{r.value:.2f}"
+        return f"{r.value:.3g}" if r.value < 0.1 else f"{r.value:.2f}×"
+
+    def met(r) -> str:
+        return {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r.met]
+
+    def on_result(r) -> None:  # each measure as soon as it is known; the JSON rewritten after each
+        done.append(r)
+        console.print(f"[bold]{r.name}[/] {value(r)} (goal {r.goal}: {met(r)}) {escape(r.detail)}", highlight=False,
+                      soft_wrap=True)
+        if json_file:
+            write_json(json_file, B.as_json(done, scale))
+
+    results = B.run(cfg, say=lambda s: console.print(f"[dim]bench:[/] {s}", highlight=False), on_result=on_result,
+                    only=names, scale_rows=scale)
     table = Table(title=f"clsim bench ({'tiny: synthetic + tiny model' if tiny else 'tweets + MiniLM'}, "
                         f"best of {cfg.repeats})")
     for col in ("measure", "value", "goal", "met", "detail"):
         table.add_column(col, justify="right" if col in ("value", "goal") else "left")
     for r in results:
-        value = "missing" if r.value is None else (f"{r.value:.2f}" if "points" in r.name or "overhead" in r.name
-                                                   else f"{r.value:.3g}" if r.value < 0.1 else f"{r.value:.2f}×")
-        met = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r.met]
-        table.add_row(r.name, value, r.goal, met, escape(r.detail))
+        table.add_row(r.name, value(r), r.goal, met(r), escape(r.detail))
     console.print(table)
+    if scale:
+        rows = Table(title="flower_scale: FedAvg + LoRA, clients sampled per round fixed")
+        for col in ("clients", "sampled", "round wall s", "train s / workers", "set-up s", "overhead",
+                    "CPU s / round", "server CPU s", "peak PSS GB", "peak RSS GB", "run s"):
+            rows.add_column(col, justify="right")
+        for r in scale:
+            rows.add_row(str(r.clients), str(r.sampled), f"{r.round_wall:.2f}", f"{r.train:.2f} / {r.workers}",
+                         f"{r.setup:.2f}", f"{r.overhead:.0%}", f"{r.total_cpu:.1f}", f"{r.server_cpu:.1f}",
+                         f"{r.peak_pss_gb:.2f}", f"{r.peak_rss_gb:.2f}", f"{r.seconds:.0f}")
+        console.print(rows)
     console.print(f"wall time {time.perf_counter() - t0:.0f} s")
     if json_file:
-        write_json(json_file, B.as_json(results))
+        write_json(json_file, B.as_json(results, scale))
         console.print(f"ratios: {json_file}")
 
 

@@ -98,19 +98,23 @@ def flower_keys(
     for _, public in pairs:
         say(f"flwr supernode register {public} {connection}")
     for i, (private, _) in enumerate(pairs):
-        say(f"\n# {3 + i}. on SuperNode machine {i} (copy {certs}/ca.crt and {private} there)\n"
+        say(f"\n# {3 + i}. on SuperNode machine {i} (copy {certs}/ca.crt and {private} there; its clients' "
+            f"continual-learning state stays in state-dir, so a run can resume)\n"
             f"flower-supernode --root-certificates {certs}/ca.crt --superlink {superlink} "
-            f"--auth-supernode-private-key {private} --node-config \"partition-id={i} num-partitions={nodes}\"")
+            f"--auth-supernode-private-key {private} --node-config \"partition-id={i} num-partitions={nodes} "
+            f"state-dir='~/clsim-state'\"")
     say(f"\n# {3 + nodes}. run a strategy with {nodes} clients (from the clsim project folder)\n"
         f"flwr run . {connection} --stream --run-config \"scenario='scenarios/SCENARIO.yaml' strategy='NAME' "
         f"output='results'\"")
+    say(f"# if it stops (results/<scenario>/<run id>/ on the SuperLink machine), continue it from its last round:\n"
+        f"flwr run . {connection} --stream --run-config \"resume='results/<scenario>/<run id>'\"")
 
 
 @app.command("launch")
 @friendly_errors
 def flower_launch(
-    scenario_file: Path = typer.Argument(..., metavar="SCENARIO.yaml", help="Scenario file."),
-    strategy: str = typer.Option(..., "--strategy", help="A federated strategy of the scenario."),
+    scenario_file: Optional[Path] = typer.Argument(None, metavar="SCENARIO.yaml", help="Scenario file."),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help="A federated strategy of the scenario."),
     nodes: Optional[int] = typer.Option(None, "--nodes", min=1, help="SuperNodes to start: one per client "
                                                                      "[default: the strategy's clients]."),
     output: Optional[Path] = typer.Option(None, help="Output root; the run goes to OUTPUT/<scenario>/<run id>/ "
@@ -123,18 +127,34 @@ def flower_launch(
     keys: Optional[Path] = typer.Option(None, help="Use these key pairs (`clsim flower keys`) instead of fresh ones."),
     certs: Optional[Path] = typer.Option(None, help="Use these certificates (`clsim flower certs`) instead of "
                                                     "fresh ones."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR",
+                                          help="Continue an interrupted launch from its last round checkpoint (the "
+                                               "run's own scenario, strategy, nodes, certificates and keys)."),
 ):
     """Run a federated strategy on real Flower processes on this machine (SuperLink with TLS and SuperNode auth, one SuperNode per client, flwr run), then stop them all.
 
     Certificates, node keys, a private FLWR_HOME and the Flower logs go to <run>/flower/; results
-    to OUTPUT/<scenario>/<run id>/ as with `clsim run`."""
-    from clsim.federated.deploy import execute, prepare_launch  # here: Flower takes seconds to import
+    to OUTPUT/<scenario>/<run id>/ as with `clsim run`. `--resume RUN_DIR` continues an interrupted
+    launch."""
+    from clsim.federated.deploy import execute, prepare_launch, prepare_resume  # here: Flower takes seconds to import
     from clsim.federated.processes import DeployError
 
     t0 = time.perf_counter()
-    launch = prepare_launch(scenario_file, strategy, nodes, output, insecure, run_id, port, keys, certs)
+    if resume is not None:
+        given = [name for name, value in (("SCENARIO.yaml", scenario_file), ("--strategy", strategy), ("--nodes", nodes),
+                                          ("--output", output), ("--insecure", insecure or None), ("--run-id", run_id),
+                                          ("--keys", keys), ("--certs", certs)) if value is not None]
+        if given:
+            raise ConfigError(None, "--resume", f"takes the run's own settings; drop {', '.join(given)} "
+                                                "(only --port may be given again)")
+        launch = prepare_resume(resume, port)
+    else:
+        if scenario_file is None or strategy is None:
+            raise ConfigError(None, "SCENARIO.yaml" if scenario_file is None else "--strategy",
+                              "needed (or --resume RUN_DIR to continue a launch)")
+        launch = prepare_launch(scenario_file, strategy, nodes, output, insecure, run_id, port, keys, certs)
     console.print(f"[bold]{launch.job.scenario.name}[/] / {launch.job.name} on {launch.nodes} SuperNodes -> "
-                  f"{launch.run_dir}", highlight=False)
+                  f"{launch.run_dir}{' (resuming)' if launch.resume else ''}", highlight=False)
 
     def echo(line: str) -> None:
         sys.stdout.write(line + "\n")
@@ -151,7 +171,8 @@ def flower_launch(
         result = execute(launch, echo)
     except KeyboardInterrupt:
         err_console.print(f"{'terminated' if terminated else 'interrupted'}: every Flower process stopped; "
-                          f"results so far in {launch.run_dir}", highlight=False, soft_wrap=True)
+                          f"results so far in {launch.run_dir}; continue with: clsim flower launch --resume "
+                          f"{launch.run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(143 if terminated else 130)
     except DeployError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
@@ -163,8 +184,8 @@ def flower_launch(
         err_console.print(f"[bold red]warning:[/] processes {result.leftovers} outlived the stop", highlight=False)
     if not result.complete:
         err_console.print(f"[bold red]incomplete:[/] {escape(result.error or 'the run did not finish')}; results so "
-                          f"far in {result.run_dir}; Flower logs in {launch.flower_dir}", highlight=False,
-                          soft_wrap=True)
+                          f"far in {result.run_dir}; Flower logs in {launch.flower_dir}; continue with: clsim flower "
+                          f"launch --resume {result.run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"results:     {result.run_dir}/summary.md, {result.run_dir}/{result.strategy}/metrics.json")
     console.print(f"Flower logs: {launch.flower_dir}")

@@ -138,13 +138,15 @@ class Learner:
     on_batch: object = None
     eval_seconds: list[float] = field(default_factory=list)
     cache_features: bool = True
+    model: object = None  # a model of this scenario to use instead of building one (a federated client's, reused)
     feature_seconds: float = 0.0  # time spent computing cached features (part of the training cost)
     _all_train: object = field(default=None, init=False, repr=False)  # lazily, for decode()
     _last_eval: tuple | None = field(default=None, init=False, repr=False)  # (weights version, confusion row)
 
     def __post_init__(self):
         seed_everything(self.scenario.seed)
-        self.model = build_model(self.scenario.model, len(self.tokens.label_names), self.scenario.seed)
+        if self.model is None:
+            self.model = build_model(self.scenario.model, len(self.tokens.label_names), self.scenario.seed)
         self.probe = ProbePlugin(self.on_batch)
         self.cached = self.cache_features and self.model.backbone_frozen
         if self.cached:

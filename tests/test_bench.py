@@ -9,7 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from clsim.bench import GOALS
+from clsim.bench import BF16, GOALS
 from clsim.cli import app
 
 
@@ -25,19 +25,106 @@ def _learner(make_scenario, tokens_for, preset="naive", **kw):
 
 
 def test_bench_tiny_reports_every_ratio(tmp_path):
+    """Every measure but the three-simulation flower_scale (its own test): bf16 ones measured, or
+    skipped with the reason where this CPU has no native bf16."""
+    from clsim.bench import bf16_support
+
     out = tmp_path / "bench.json"
-    res = CliRunner().invoke(app, ["bench", "--tiny", "--json", str(out)])
+    names = [n for n in GOALS if not n.startswith("flower_scale")]
+    native, _ = bf16_support()
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--json", str(out),
+                                   "--only", ",".join(n for n in names if native or n not in BF16)])
     assert res.exit_code == 0, res.output
     ratios = json.loads(out.read_text())
-    assert set(ratios) == set(GOALS)
+    assert set(ratios) == set(names) - (set() if native else set(BF16))
     for name, value in ratios.items():
-        if name == "flower_overhead" and value is None:  # reported as missing until the federated path exists
-            continue
         assert value is not None and math.isfinite(value), name
         assert name in res.output
     assert 0 < ratios["lora_vs_full_bytes"] < 1  # lora sends a fraction of the full model's bytes
-    for name in ("avalanche_vs_plain_loop", "dynamic_vs_fixed_padding", "bf16_vs_fp32", "head_cached_vs_recompute"):
+    for name in ("avalanche_vs_plain_loop", "dynamic_vs_fixed_padding", "head_cached_vs_recompute"):
         assert ratios[name] > 0
+
+
+def _stub_measures(monkeypatch, calls: list):
+    """The bench's measures replaced by stubs that record their order (the orchestration under test)."""
+    import clsim.bench as B
+    from clsim.bench import GROUPS, Result
+
+    def stub(group):
+        def measure(*args, **kwargs):
+            calls.append(group)
+            wanted = next((a for a in args if isinstance(a, set)), set(GROUPS[group]))
+            return [Result(n, 1.0, "stub") for n in GROUPS[group] if n in wanted]
+        return measure
+
+    monkeypatch.setattr(B, "measure_loops", stub("loops"))
+    monkeypatch.setattr(B, "measure_bf16_accuracy", lambda *a: stub("bf16_accuracy")()[0])
+    monkeypatch.setattr(B, "measure_head_cache", lambda *a: stub("head_cache")()[0])
+    monkeypatch.setattr(B, "measure_flower", lambda *a: stub("flower")()[0])
+    monkeypatch.setattr(B, "measure_lora_bytes", lambda *a: stub("lora_bytes")()[0])
+    monkeypatch.setattr(B, "measure_flower_scale", lambda *a: stub("flower_scale")())
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bench_skips_bf16_without_native_bf16_unless_asked_by_name(monkeypatch, native):
+    import clsim.bench as B
+
+    calls, seen = [], []
+    _stub_measures(monkeypatch, calls)
+    monkeypatch.setattr(B, "bf16_support", lambda: (native, "CPU without native bf16 (test)"))
+    results = B.run(B.BenchConfig(tiny=True), on_result=seen.append)
+    assert [r.name for r in results] == list(GOALS)  # every measure, in the table's order
+    skipped = {r.name: r.detail for r in results if r.value is None}
+    if native:
+        assert not skipped
+    else:
+        assert set(skipped) == set(BF16) and "bf16_accuracy" not in calls
+        assert all(d.startswith("skipped: CPU without native bf16 (test)") and "--only" in d for d in skipped.values())
+        assert [r.name for r in seen[:2]] == list(BF16)  # reported first, before any measure runs
+    calls.clear()
+    named = B.run(B.BenchConfig(tiny=True), only=["bf16_acc_drop_points"])  # asked by name: measured anyway
+    assert [(r.name, r.value) for r in named] == [("bf16_acc_drop_points", 1.0)] and calls == ["bf16_accuracy"]
+
+
+def test_bench_prints_each_measure_when_known_and_writes_json_after_each(monkeypatch, tmp_path):
+    """A bench stopped half-way (here: the second measure fails) has printed and saved the first."""
+    import clsim.bench as B
+
+    _stub_measures(monkeypatch, [])
+
+    def broken(*a):
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(B, "measure_lora_bytes", broken)
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--json", str(out), "--only",
+                                   "avalanche_vs_plain_loop,lora_vs_full_bytes"])
+    assert isinstance(res.exception, RuntimeError)
+    assert "avalanche_vs_plain_loop 1.00× (goal >= 0.95: yes) stub" in " ".join(res.output.split())
+    assert json.loads(out.read_text()) == {"avalanche_vs_plain_loop": 1.0}
+
+
+def test_bench_only_refuses_an_unknown_measure():
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--only", "flower_overhead,warp_speed"])
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    assert "--only" in res.output and "'warp_speed'" in res.output and "flower_scale" in res.output
+
+
+@pytest.mark.slow
+def test_bench_flower_scale_tiny(tmp_path):
+    """`--only flower_scale` on the tiny model: three small federations (4, 8, 16 clients, 2 sampled a
+    round) in Flower's simulation; the three goals' values and the table. Ratios only, no timing asserted."""
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--tiny", "--only", "flower_scale", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert set(data) == {"flower_scale_overhead_100", "flower_scale_wall_1000_vs_100", "flower_scale_peak_gb_1000",
+                         "flower_scale_rows"}
+    assert [r["clients"] for r in data["flower_scale_rows"]] == [4, 8, 16]
+    for r in data["flower_scale_rows"]:
+        assert r["sampled"] == 2 and r["round_wall"] > 0 and r["train"] > 0 and 0 < r["peak_pss_gb"] <= r["peak_rss_gb"]
+    assert data["flower_scale_wall_1000_vs_100"] > 0 and data["flower_scale_peak_gb_1000"] > 0
+    assert "flower_scale: FedAvg + LoRA" in res.output
 
 
 # ------------------------------------------------------------------ bf16

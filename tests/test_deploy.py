@@ -95,8 +95,9 @@ def test_keys_command_prints_every_machines_command(tmp_path):
     for i in range(2):
         assert f"flwr supernode register {tmp_path / 'keys' / f'node{i}.pub'} clsim" in out
         assert (f"--auth-supernode-private-key {tmp_path / 'keys' / f'node{i}'} "
-                f'--node-config "partition-id={i} num-partitions=2"') in out
+                f'--node-config "partition-id={i} num-partitions=2 state-dir=\'~/clsim-state\'"') in out
     assert "--superlink 10.0.0.5:8000" in out and "flwr run . clsim --stream" in out
+    assert "--run-config \"resume='results/<scenario>/<run id>'\"" in out
     before = (tmp_path / "keys" / "node0.pub").read_text()
     line = error_line(invoke("flower", "keys", tmp_path / "keys", "--nodes", 2))  # registered keys stay valid
     assert "node0 exists" in line and (tmp_path / "keys" / "node0.pub").read_text() == before
@@ -113,6 +114,21 @@ def _refused(tmp_path, *args: str) -> str:
 def test_launch_refuses_fewer_nodes_than_clients(tmp_path):
     line = _refused(tmp_path, "--strategy", "fedavg", "--nodes", "1")
     assert "--nodes" in line and "1 SuperNode(s) for the 2 clients" in line
+
+
+def test_launch_refuses_more_nodes_than_clients(tmp_path):
+    line = _refused(tmp_path, "--strategy", "fedavg", "--nodes", "3")
+    assert "--nodes" in line and "3 SuperNodes for the 2 clients" in line
+
+
+def test_launch_refuses_an_unknown_server_strategy_parameter(tmp_path):
+    sc = yaml.safe_load(SMOKE.read_text())
+    sc["strategies"] = [{**sc["strategies"][1], "server_params": {"fraction_fit": 0.5}}]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(sc))
+    line = error_line(invoke("flower", "launch", bad, "--strategy", "fedavg", "--output", tmp_path / "out"))
+    assert "server_params.fraction_fit: unknown parameter for FedAvg" in line
+    assert not (tmp_path / "out").exists() and flower_processes_under(tmp_path) == []
 
 
 def test_launch_refuses_an_unknown_strategy(tmp_path):
@@ -280,3 +296,168 @@ def test_supernode_killed_after_round_one_never_hangs(tmp_path):
         assert set(failed) <= {1}
     print(f"after the kill: {after_kill:.0f} s; complete={result.complete}; error={result.error}; "
           f"failures by round: {[[f['client'] for f in r['failures']] for r in rounds]}")
+
+
+# --------------------------------------------------------------------------- resume: bad input, leftovers
+def _launched_run(tmp_path, complete: bool = False) -> Path:
+    """A run folder as `clsim flower launch` leaves it before any process starts (plan, launch.json)."""
+    from clsim.federated.deploy import prepare_launch
+
+    launch = prepare_launch(SMOKE, "fedavg", output=tmp_path / "out", run_id="r")
+    if complete:
+        (launch.run_dir / "fedavg" / "seed_0").mkdir(parents=True)
+        (launch.run_dir / "fedavg" / "seed_0" / "metrics.json").write_text(json.dumps({"strategy": "fedavg", "complete": True}))
+    return launch.run_dir
+
+
+def test_resume_refuses_settings_of_its_own_and_runs_that_cannot_go_on(tmp_path):
+    run = _launched_run(tmp_path)
+    line = error_line(invoke("flower", "launch", SMOKE, "--resume", run))
+    assert "--resume" in line and "drop SCENARIO.yaml" in line
+    line = error_line(invoke("flower", "launch", "--resume", run, "--nodes", "2", "--insecure"))
+    assert "drop --nodes, --insecure" in line
+    line = error_line(invoke("flower", "launch", "--resume", tmp_path / "nowhere"))
+    assert "--resume" in line and "no run folder" in line
+    line = error_line(invoke("flower", "launch"))
+    assert "SCENARIO.yaml" in line and "--resume RUN_DIR" in line
+    done = _launched_run(tmp_path / "done", complete=True)
+    line = error_line(invoke("flower", "launch", "--resume", done))
+    assert "has finished; nothing to resume" in line
+
+
+def test_resume_refuses_while_the_first_launcher_still_runs(tmp_path):
+    import subprocess
+    import sys
+
+    run = _launched_run(tmp_path)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        started = psutil.Process(other.pid).create_time()
+        (run / "flower" / "pids.json").write_text(json.dumps(
+            {"launcher": {"pid": other.pid, "started": started}, "processes": []}))
+        line = error_line(invoke("flower", "launch", "--resume", run))
+        assert f"still running (PID {other.pid})" in line
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_killed_launchers_processes_are_stopped_by_pid_and_start_time(tmp_path):
+    """What a launcher killed with SIGKILL leaves behind (recorded in pids.json) is stopped before
+    a resume; a PID whose start time differs (reused by the system since) is left alone."""
+    import subprocess
+    import sys
+
+    from clsim.federated.pids import recorded_launcher, stop_recorded
+
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        record = {"launcher": {"pid": 999999, "started": 0.0},  # the killed launcher: gone
+                  "processes": [{"pid": orphan.pid, "command": "flower-superlink",
+                                 "started": psutil.Process(orphan.pid).create_time()},
+                                {"pid": bystander.pid, "command": "flower-supernode", "started": 12345.0}]}
+        (tmp_path / "pids.json").write_text(json.dumps(record))
+        assert recorded_launcher(tmp_path) is None
+        assert stop_recorded(tmp_path, timeout=10) == [(orphan.pid, "flower-superlink")]
+        assert orphan.wait(10) is not None
+        assert bystander.poll() is None, "a process that merely has a recorded PID was stopped"
+    finally:
+        for p in (orphan, bystander):
+            p.kill()
+            p.wait()
+
+
+def _without_timings(doc: dict) -> dict:
+    d = json.loads(json.dumps(doc))
+    for k in ("train_seconds", "eval_seconds", "wall_seconds"):
+        d["costs"].pop(k, None)
+    for entry in d["round_log"]:
+        for k in ("train_seconds", "train_wall_seconds", "slowest_client_train_seconds", "client_setup_seconds"):
+            entry.pop(k, None)
+    d.pop("resumes")
+    return d
+
+
+def _kill_everything(run: Path, launcher: "subprocess.Popen") -> list[int]:  # noqa: F821
+    """SIGKILL the launcher and every process it recorded or that descends from them, at once."""
+    record = json.loads((run / "flower" / "pids.json").read_text())
+    procs = []
+    for pid in [launcher.pid] + [e["pid"] for e in record["processes"]]:
+        try:
+            p = psutil.Process(pid)
+            procs += [p, *p.children(recursive=True)]
+        except psutil.Error:
+            pass
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    launcher.wait(30)
+    psutil.wait_procs(procs, timeout=30)
+    return sorted({p.pid for p in procs})
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * RUN_TIMEOUT_S)
+def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch):
+    """FedAvg + replay on 2 real SuperNodes, 2 experiences x 2 rounds. One launch runs through; a
+    second is SIGKILLed — the launcher and every Flower process — once a round checkpoint exists,
+    then `clsim flower launch --resume` finishes it. Same metrics.json, timings aside; every
+    process of every attempt gone."""
+    import subprocess
+    import sys
+
+    import torch
+
+    import clsim.federated.deploy as deploy
+
+    sc = yaml.safe_load(SMOKE.read_text())
+    sc["strategies"] = [{**sc["strategies"][1], "preset": "fedavg_replay", "rounds_per_experience": 2}]
+    scenario = tmp_path / "resume.yaml"
+    scenario.write_text(yaml.safe_dump(sc))
+
+    reference = deploy.execute(deploy.prepare_launch(scenario, "fedavg_replay", output=tmp_path / "ref", run_id="r"))
+    assert reference.complete, reference.error
+    assert_stopped(reference.started)
+
+    run = tmp_path / "out" / "smoke_fed" / "k"
+    launcher = subprocess.Popen([sys.executable, "-m", "clsim.cli", "flower", "launch", str(scenario), "--strategy",
+                                 "fedavg_replay", "--output", str(tmp_path / "out"), "--run-id", "k"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run / "fedavg_replay" / "seed_0" / "checkpoint.pt"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while True:
+        assert launcher.poll() is None, "the launch ended before a round checkpoint"
+        assert time.monotonic() < deadline, "no round checkpoint in time"
+        try:
+            done = torch.load(checkpoint, weights_only=True)["trainer"]["round"] if checkpoint.exists() else 0
+        except Exception:  # replaced while read: look again
+            done = 0
+        if done >= 1:
+            break
+        time.sleep(0.5)
+    killed = _kill_everything(run, launcher)
+    assert_stopped({pid: "killed" for pid in killed})
+    partial = run / "fedavg_replay" / "seed_0" / "metrics.json"
+    assert not partial.exists() or not json.loads(partial.read_text())["complete"]
+
+    results = []
+    real_execute = deploy.execute
+    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(real_execute(*a, **k)) or results[-1])
+    res = invoke("flower", "launch", "--resume", run)
+    assert res.exit_code == 0, res.output[-4000:]
+    (resumed,) = results
+    assert_stopped(resumed.started)
+    assert resumed.leftovers == []
+
+    want = json.loads((tmp_path / "ref" / "smoke_fed" / "r" / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    got = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    assert got["complete"] and got["rounds"] == 4
+    (entry,) = got["resumes"]
+    assert entry["reason"] == "resume" and entry["from_round"] >= 2, entry
+    assert _without_timings(got) == _without_timings(want)
+    assert (run / "flower" / "attempt1" / "flwr_run.log").is_file()  # the killed attempt's logs, kept
+    assert "Incomplete" not in (run / "summary.md").read_text()
+    print(f"killed after round {entry['from_round'] - 1}: {len(killed)} processes; resumed in {resumed.seconds:.0f} s")

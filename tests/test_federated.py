@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,14 +184,14 @@ def test_replay_state_survives_rounds_in_context_state():
     """Each round is a fresh Learner; the buffer comes back from context.state: after two rounds on
     experience 0 it holds experience-0 samples (once, not once per round), after round 3 (experience
     1) it still holds them, next to experience-1 samples."""
-    from clsim.federated.client_app import client_tokens
     from clsim.federated.state import ClientState, load_strategy
+    from clsim.federated.worker import client_tokens
     from clsim.learner import Learner
 
     job = resolve_job(fed_scenario("fedavg_replay", rounds_per_experience=2), None)
     ctx = context(0)
     assert not join(job, ctx).has_error()
-    tokens = client_tokens(job, 0, 2)
+    tokens = client_tokens(job, 0)
     shard = [{tuple(int(t) for t in x) for x in s.ids} for s in tokens.train]
     arrays = to_record(global_model(job))
 
@@ -512,7 +513,7 @@ def _without_timings(doc: dict) -> dict:
     for k in ("train_seconds", "eval_seconds", "wall_seconds"):
         d["costs"].pop(k)
     for entry in d["round_log"]:
-        for k in ("train_seconds", "train_wall_seconds", "slowest_client_train_seconds"):
+        for k in ("train_seconds", "train_wall_seconds", "slowest_client_train_seconds", "client_setup_seconds"):
             entry.pop(k)
     d.pop("resumes")
     return d
@@ -559,11 +560,13 @@ def test_federated_resume_matches_uninterrupted_run(preset, fed, crash, from_rou
     assert _without_timings(run(tmp_path / "b", resume=True)) == _without_timings(reference)
 
 
-def test_federated_resume_would_show_lost_client_state(tmp_path):
-    """The comparison above can fail: clients that lose their replay buffers end elsewhere."""
+def test_federated_resume_refuses_lost_client_state(tmp_path):
+    """Clients whose state files are gone would silently retrain from scratch (and end elsewhere):
+    the resumed server asks each client how many rounds its state holds and stops, naming one."""
     import shutil
     from dataclasses import replace
 
+    from clsim.federated.fleet import FederationError
     from clsim.federated.server import serve
 
     sc = fed_scenario("fedavg_replay", more=("travel",))
@@ -576,8 +579,268 @@ def test_federated_resume_would_show_lost_client_state(tmp_path):
         if (phase, i) == ("done_exp", 1):
             raise Crash
 
-    reference = run(tmp_path / "a")
     with pytest.raises(Crash):
         run(tmp_path / "b", progress=crash_at)
     shutil.rmtree(tmp_path / "b" / "fedavg_replay" / "seed_0" / "clients")
-    assert _without_timings(run(tmp_path / "b", resume=True)) != _without_timings(reference)
+    with pytest.raises(FederationError, match=r"cannot resume: 2 client\(s\) lost their continual-learning state, "
+                                              r"e.g. client 0 trained 2 round\(s\) but its state \(.*client_0.pt\) holds 0"):
+        run(tmp_path / "b", resume=True)
+
+
+# ----------------------------------------------------------------------------- many clients
+def test_a_worker_partitions_each_split_once_for_all_clients(monkeypatch):
+    """A worker process serving many clients partitions every split once (all clients at once),
+    not once per client, and a client's shards are exactly its rows of those partitions."""
+    from clsim.federated import partition, worker
+    from clsim.federated.partition import TEST, TRAIN, partition_rows
+
+    worker.clear()
+    calls = []
+    real = partition.partition_rows
+    monkeypatch.setattr(worker, "partition_rows", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    job = resolve_job(fed_scenario(clients=5, partition={"kind": "dirichlet", "alpha": 0.5, "min_partition_size": 0}))
+    tokens = worker.stream_tokens(job)
+    shards = [worker.client_tokens(job, c) for c in range(5)]
+    assert calls == [5] * 4  # 2 experiences x (train, test), each for the 5 clients at once
+    from clsim.data import derive_seed
+    for i, split in enumerate(tokens.train):
+        rows = partition_rows(split.labels, job.fed.partition, 5, derive_seed(0, i, TRAIN))
+        for c in range(5):
+            assert [tuple(x) for x in shards[c].train[i].ids] == [tuple(split.ids[r]) for r in rows[c]]
+            assert shards[c].train[i].labels.tolist() == split.labels[rows[c]].tolist()
+    for i, split in enumerate(tokens.test):
+        rows = partition_rows(split.labels, job.fed.partition, 5, derive_seed(0, i, TEST))
+        assert [len(shards[c].test[i].labels) for c in range(5)] == [len(r) for r in rows]
+    with pytest.raises(ValueError, match=r"partition-id=5 is not a client of strategy 'fedavg': it has 5 clients"):
+        worker.client_tokens(job, 5)
+
+
+@pytest.mark.parametrize("n, clients", [(600, 40), (30, 40), (43, 7)])
+def test_rows_read_at_once_equal_flower_datasets_load_partition(n, clients):
+    """All partitions at once (IID shards by Dataset.shard's arithmetic, Dirichlet's own mapping)
+    are exactly what the partitioners' load_partition selects one by one."""
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner
+
+    from clsim.federated.partition import partition_rows
+    from clsim.federated.schema import DirichletPartition, IidPartition
+
+    labels = np.random.default_rng(1).integers(0, 3, n)
+    ds = Dataset.from_dict({"row": np.arange(n), "label": labels})
+    iid = IidPartitioner(clients)
+    iid.dataset = ds.shuffle(seed=5)
+    fast = partition_rows(labels, IidPartition(kind="iid"), clients, seed=5)
+    for pid in range(clients):
+        want = sorted(iid.load_partition(pid)["row"]) if pid < n else []  # Dataset.shard past the end raises
+        assert fast[pid].tolist() == want
+    if n >= clients:
+        cfg = DirichletPartition(kind="dirichlet", alpha=0.3, min_partition_size=0)
+        fast = partition_rows(labels, cfg, clients, seed=5)
+        part = DirichletPartitioner(clients, partition_by="label", alpha=0.3, min_partition_size=0, seed=5)
+        part.dataset = ds
+        for pid in range(clients):
+            assert fast[pid].tolist() == sorted(part.load_partition(pid)["row"])
+
+
+def test_a_dirichlet_split_that_cannot_be_met_names_the_split_and_what_to_change():
+    from clsim.federated.partition import partition_rows
+    from clsim.federated.schema import DirichletPartition
+
+    labels = np.random.default_rng(0).integers(0, 3, 300)
+    cfg = DirichletPartition(kind="dirichlet", alpha=0.05, min_partition_size=5)
+    with pytest.raises(ConfigError) as err:
+        partition_rows(labels, cfg, 30, seed=0, where="'food' train")
+    assert err.value.field == "federated.partition"
+    assert "'food' train (300 rows) into 30 clients" in err.value.message and "min_partition_size=5" in err.value.message
+    parts = partition_rows(labels, cfg, 30, seed=0, test=True)  # a test split is relaxed instead
+    assert sorted(np.concatenate(parts).tolist()) == list(range(300))
+    with pytest.raises(ConfigError, match=r"'food' test has 20 rows for 30 clients: a Dirichlet partition needs more"):
+        partition_rows(labels[:20], cfg, 30, seed=0, test=True, where="'food' test")
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_a_reused_worker_model_trains_exactly_like_a_fresh_one(finetune):
+    """Client 1's round in a worker that just served client 0 (the same model object, loaded with
+    the global arrays) equals client 1's round on a freshly built Learner."""
+    from clsim.federated import worker
+    from clsim.federated.state import dump_strategy
+    from clsim.learner import Learner
+
+    job = resolve_job(fed_scenario("fedavg_replay", model={"finetune": finetune}))
+    arrays = to_record(global_model(job))
+    worker.clear()
+    replies = {}
+    for c in (0, 1):
+        ctx = context(c)
+        join(job, ctx)
+        replies[c] = train_round(ctx, arrays, 1)
+    model = worker.shared_model(job.scenario.model, 3, job.scenario.seed, "cpu")
+    assert all(p.grad is None for p in model.parameters())  # released after the message
+
+    fresh = Learner(job.scenario, job.spec, worker.client_tokens(job, 1))
+    load_record(fresh.model, arrays)
+    fresh.train_experience(0)
+    got, want = replies[1].content["arrays"], to_record(fresh.model)
+    assert list(got) == list(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy(), err_msg=name)
+    assert float(replies[1].content["metrics"]["train-loss"]) == pytest.approx(fresh.probe.loss[-1], abs=0)
+    assert dump_strategy(fresh)  # (the state a file would hold)
+
+
+def test_client_state_lives_in_its_file_not_in_memory(tmp_path):
+    """With a state folder, nothing of a client's CL state stays in context.state (1,000 clients'
+    buffers would sit in the simulation's memory); a fresh start drops a stale file."""
+    from dataclasses import replace
+
+    from clsim.federated.state import KEY, ClientState
+
+    job = replace(resolve_job(fed_scenario("fedavg_replay")), state_dir=str(tmp_path))
+    ctx = context(1)
+    join(job, ctx)
+    train_round(ctx, to_record(global_model(job)), 1)
+    assert KEY not in ctx.state
+    state = ClientState.read(tmp_path / "client_1.pt")
+    assert state.rounds == 1 and state.latest
+    ctx2 = context(1)
+    record = job.to_record()
+    record["from-round"] = 2  # a resumed federation: the file is kept and reported
+    from clsim.federated.client_app import app
+    reply = app(Message(RecordDict({"job": record}), dst_node_id=ctx2.node_id, message_type=MessageType.QUERY), ctx2)
+    assert reply.content["client"]["rounds-trained"] == 1
+    join(job, ctx2)  # from-round 1: the federation starts over
+    assert not (tmp_path / "client_1.pt").exists()
+
+
+def test_a_node_with_its_own_state_dir_keeps_state_per_run_and_strategy(tmp_path):
+    from clsim.federated.state import state_file
+
+    job = resolve_job(fed_scenario()).in_run(tmp_path / "results" / "fed_unit" / "r1")
+    assert job.state_dir == str((tmp_path / "results" / "fed_unit" / "r1" / "fedavg" / "seed_0" / "clients").resolve())
+    assert job.run == "fed_unit/r1"
+    assert state_file(job.state_dir, job.run, job.name, {}, 3) == Path(job.state_dir) / "client_3.pt"
+    node = {"partition-id": 3, "state-dir": str(tmp_path / "node")}
+    assert state_file(job.state_dir, job.run, "fedavg/seed_0", node, 3) == \
+        tmp_path / "node" / "fed_unit" / "r1" / "fedavg" / "seed_0" / "client_3.pt"
+    assert state_file("", "", "fedavg", {}, 3) is None  # no folder anywhere: context.state
+    back = Job.from_record(job.to_record())
+    assert (back.state_dir, back.run) == (job.state_dir, job.run)
+
+
+def test_client_lag_spread_over_many_clients():
+    from clsim.federated.schema import FederatedConfig
+
+    fed = FederatedConfig(clients=100, client_lag={"max": 2})
+    lags = [fed.lag(c) for c in range(100)]
+    assert lags == [0] * 34 + [1] * 33 + [2] * 33 and fed.max_lag == 2
+    assert fed.client_experience(99, 1) == 0 and fed.client_experience(99, 4) == 2 and fed.client_experience(0, 4) == 4
+    assert FederatedConfig(clients=2, client_lag=[0, 1]).max_lag == 1 and FederatedConfig(clients=2).max_lag == 0
+    with pytest.raises(ConfigError) as err:  # longer than the stream, in the compact form too
+        resolve({"preset": "fedavg", "clients": 100, "client_lag": {"max": 2}}, "s.yaml", 0, experiences=2)
+    assert err.value.field == "strategies[0].client_lag" and "2 is longer than the stream of 2" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        resolve({"preset": "fedavg", "clients": 3, "client_lag": [0, 1]}, "s.yaml", 0)
+    assert "one entry per client (3), got 2" in err.value.message and "{max: K}" in err.value.message
+    assert resolve({"preset": "fedavg", "clients": 4, "client_lag": {"max": 1}}, "s.yaml", 0).hparams()[
+        "federated.client_lag"] == "max 1, spread"
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_server_strategy_parameter_exits_2_at_validate(tmp_path):
+    from typer.testing import CliRunner
+
+    from clsim.cli import app
+
+    sc = {"name": "bad", "stream": {"source": "synthetic", "experiences": ["food", "tech"], "train_per_experience": 12,
+                                    "test_per_experience": 6},
+          "model": {"pretrained": "tiny", "max_length": 16},
+          "strategies": [{"preset": "fedavg", "server_params": {"fraction_fit": 0.5}}]}
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps(sc))
+    res = CliRunner().invoke(app, ["validate", str(path)])
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    (line,) = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert f"{path}: strategies[0].server_params.fraction_fit: unknown parameter for FedAvg" in line
+    assert "fraction_train" in line  # what it accepts
+
+
+@pytest.mark.parametrize("nodes, parts, match", [
+    ([0, 1, 2], 3, r"num-partitions=3 but strategy 'fedavg' has 2 clients"),  # more nodes than clients
+    ([0, 1, 1], 2, r"two SuperNodes claim partition-id=1 \(\d+ and \d+\): this strategy has 2 clients"),
+])
+def test_nodes_that_disagree_with_the_strategy_are_refused_by_name(nodes, parts, match):
+    from flwr.app import Error
+
+    from clsim.federated.fleet import FederationError, Fleet
+
+    class ErrorReplies(LoopbackGrid):  # as a SuperLink does: a ClientApp that raises becomes an error reply
+        def __init__(self, clients, num_partitions, lie=None):
+            super().__init__(clients, num_partitions)
+
+        def send_and_receive(self, messages, *, timeout=None):
+            out = []
+            for m in messages:
+                try:
+                    out.extend(super().send_and_receive([m], timeout=timeout))
+                except Exception as exc:
+                    out.append(Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=m))
+            return out
+
+    job = resolve_job(fed_scenario())
+    with pytest.raises(FederationError, match=match):
+        Fleet(ErrorReplies(nodes, parts), 2, node_timeout=5).discover(job.to_record())
+
+
+def test_a_node_whose_partition_id_is_out_of_range_is_refused_by_name():
+    from clsim.federated.client_app import app
+
+    job = resolve_job(fed_scenario())
+    ctx = context(2, 2)
+    msg = Message(RecordDict({"job": job.to_record()}), dst_node_id=ctx.node_id, message_type=MessageType.QUERY)
+    with pytest.raises(ValueError, match=r"partition-id=2 is not a client of strategy 'fedavg': it has 2 clients"):
+        app(msg, ctx)
+
+
+def test_flwr_run_config_names_a_run_to_resume(tmp_path):
+    from clsim.federated.server_app import job_from_run_config
+    from clsim.results import write_plan
+
+    job = resolve_job(fed_scenario())
+    run = tmp_path / "fed_unit" / "r1"
+    write_plan(job.plan, run)
+    for cfg in ({"plan": str(run / "plan.json"), "resume": True}, {"resume": str(run)},
+                {"plan": str(run / "plan.json"), "resume": "true"}):
+        got, run_dir, resume = job_from_run_config(cfg)
+        assert (got.name, run_dir, resume) == ("fedavg", run, True), cfg
+        assert got.state_dir == str(run.resolve() / "fedavg" / "seed_0" / "clients") and got.run == "fed_unit/r1"
+    assert job_from_run_config({"plan": str(run / "plan.json"), "resume": False})[2] is False
+    with pytest.raises(ConfigError, match="needs the run folder"):
+        job_from_run_config({"resume": True, "scenario": "x.yaml"})
+    with pytest.raises(ConfigError, match="not a clsim run folder|no run folder"):
+        job_from_run_config({"resume": str(tmp_path / "nowhere")})
+
+
+def test_flowers_message_pump_skips_nodes_without_messages(monkeypatch):
+    """The simulation's link state answers at once for a node with nothing pending and hands every
+    other ask to Flower's own get_message_ins unchanged."""
+    from types import SimpleNamespace
+
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+
+    from clsim.federated.linkstate import skip_idle_nodes
+
+    asked = []
+
+    def flowers(self, node_id, limit, *, run_id=None):
+        asked.append(node_id)
+        return [m for m in self.message_ins_store.values() if m.metadata.dst_node_id == node_id][:limit]
+
+    monkeypatch.setattr(InMemoryLinkState, "get_message_ins", flowers)
+    assert skip_idle_nodes() and skip_idle_nodes()  # once, however often it is asked
+    waiting = Message(RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
+    delivered = Message(RecordDict(), dst_node_id=8, message_type=MessageType.TRAIN)
+    delivered.metadata.delivered_at = "2026-01-01T00:00:00"
+    state = SimpleNamespace(message_ins_store={"a": waiting, "b": delivered})
+    pump = InMemoryLinkState.get_message_ins
+    assert [pump(state, n, 1) for n in (7, 8, 9)] == [[waiting], [], []]
+    assert asked == [7]

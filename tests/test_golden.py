@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "golden"
 # wall-clock measurements and their by-products: never reproducible
 TIMINGS = {"train_seconds", "eval_seconds", "wall_seconds", "train_wall_seconds", "slowest_client_train_seconds",
-           "feature_seconds", "resumes", "restarts"}
+           "client_setup_seconds", "feature_seconds", "resumes", "restarts"}
 EXACT = {"accuracy_matrix", "zero_shot", "accuracy"}
 
 

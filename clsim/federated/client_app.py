@@ -1,33 +1,36 @@
 """The Flower ClientApp: the same Learner as a central run, on this client's share of the stream.
 
 - ``query`` (once, before round 1): receives the job (scenario + strategy), keeps it in
-  ``context.state``, and answers with its partition id and shard sizes.
-- ``train``: loads the global arrays into a fresh Learner built from the local preset,
-  restores the CL state (``clsim.federated.state``), trains on its share of its current
-  experience (the federation's experience minus its lag), saves the CL state, and replies
-  with its trainable arrays and ``num-examples``.
+  ``context.state``, and answers with its partition id, shard sizes and how many rounds its CL
+  state has seen (a resumed server checks that no client lost its state).
+- ``train``: loads the global arrays into this process's model, builds a Learner around it from
+  the local preset, restores the CL state (``clsim.federated.state``), trains on its share of
+  its current experience (the federation's experience minus its lag), saves the CL state, and
+  replies with its trainable arrays, ``num-examples`` and what the set-up around training took.
 - ``evaluate``: after the last round of an experience, the global model's accuracy on this
   client's own test shards of every experience (local forgetting).
 
 Messages, not objects, carry everything, so the app runs unchanged in the simulation and
-on real SuperNodes. Data preparation is a pure function of the job and is cached per process.
+on real SuperNodes. What a message needs besides its client's state — the tokenised stream,
+every client's partition, the pretrained model — is cached per process
+(``clsim.federated.worker``), so a client that is not sampled costs nothing.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+import time
+from pathlib import Path
 
 import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from clsim import metrics as M
-from clsim.data import build_stream
 from clsim.evaluation import confusion_row
 from clsim.federated.arrays import load_record, to_record
 from clsim.federated.job import KEY as JOB_KEY
 from clsim.federated.job import Job
-from clsim.federated.partition import client_stream
-from clsim.models import build_model, tokenize_stream
+from clsim.federated.state import NODE_STATE_DIR, ClientState, state_file
+from clsim.federated.worker import client_tokens, release, shared_model
 
 app = ClientApp()
 
@@ -49,16 +52,12 @@ def _job(context: Context) -> Job:
     return Job.from_record(context.state[JOB_KEY])
 
 
-@lru_cache(maxsize=2)
-def _all_tokens(job: Job):
-    sc = job.scenario
-    return tokenize_stream(build_stream(sc.stream, sc.seed, job.plan.file), sc.model)
+def _state_file(job: Job, context: Context, client: int) -> Path | None:
+    return state_file(job.state_dir, job.run, f"{job.name}/seed_{job.scenario.seed}", context.node_config, client)
 
 
-@lru_cache(maxsize=4)
-def client_tokens(job: Job, client: int, clients: int):
-    """This client's shards of every experience (train and test)."""
-    return client_stream(_all_tokens(job), job.fed.partition, client, clients, job.scenario.seed)
+def _read_state(file: Path | None, context: Context) -> ClientState:
+    return ClientState.read(file) if file else ClientState.load(context.state)
 
 
 def _device() -> str:
@@ -73,55 +72,77 @@ def join(msg: Message, context: Context) -> Message:
     client, clients = _partition(context)
     job = Job.from_record(record)
     if clients != job.fed.clients:
-        raise ValueError(f"num-partitions={clients} but strategy {job.name!r} has {job.fed.clients} clients")
-    tokens = client_tokens(job, client, clients)
+        raise ValueError(f"this SuperNode has num-partitions={clients} but strategy {job.name!r} has "
+                         f"{job.fed.clients} clients (start it with num-partitions={job.fed.clients})")
+    tokens = client_tokens(job, client)
+    file = _state_file(job, context, client)
+    if file is not None:
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RuntimeError(f"cannot keep this client's state in {file.parent} ({exc.strerror}); give the "
+                               f"SuperNode a folder of its own: --node-config \"... {NODE_STATE_DIR}='DIR'\"") from None
+    if int(record.get("from-round", 1)) == 1:  # the federation starts over: no earlier attempt's state
+        if file is not None:
+            file.unlink(missing_ok=True)
+        else:
+            ClientState().save(context.state)
+    state = _read_state(file, context)
     info = ConfigRecord({"partition-id": client, "num-partitions": clients,
                          "train-sizes": [len(s.labels) for s in tokens.train],
-                         "test-sizes": [len(s.labels) for s in tokens.test]})
+                         "test-sizes": [len(s.labels) for s in tokens.test],
+                         "rounds-trained": state.rounds, "state": str(file) if file else "context.state"})
     return Message(RecordDict({"client": info}), reply_to=msg)
 
 
-def _learner(job: Job, tokens):
+def _learner(job: Job, tokens, model):
     from clsim.learner import (
         Learner,  # here: a SuperNode runs each message in a fresh process; only train needs Avalanche
     )
 
-    return Learner(job.scenario, job.spec, tokens, device=_device())
+    return Learner(job.scenario, job.spec, tokens, device=_device(), model=model)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     from clsim.federated.proximal import ProximalPlugin  # here: as in _learner (Avalanche)
-    from clsim.federated.state import KEY, ClientState, client_file, dump_strategy, load_strategy  # (Avalanche)
+    from clsim.federated.state import dump_strategy, load_strategy  # (Avalanche)
 
+    t0 = time.perf_counter()
     job = _job(context)
-    fed = job.fed
-    client, clients = _partition(context)
+    fed, sc = job.fed, job.scenario
+    client, _ = _partition(context)
     config = msg.content["config"]
     rnd = int(config["server-round"])
     if fed.fail is not None and fed.fail.client == client and fed.fail.round == rnd:
         raise InjectedFault(f"client {client} fails in round {rnd} (preset option fail)")
     experience = fed.client_experience(client, fed.experience_of_round(rnd))
 
-    tokens = client_tokens(job, client, clients)
-    learner = _learner(job, tokens)
-    load_record(learner.model, msg.content["arrays"])
+    tokens = client_tokens(job, client)
+    model = shared_model(sc.model, len(tokens.label_names), sc.seed, _device())
+    load_record(model, msg.content["arrays"])  # every trainable parameter: the global model's
+    learner = _learner(job, tokens, model)
     mu = float(config.get("proximal-mu", 0.0))
     if mu > 0:
         learner.strategy.plugins.insert(1, ProximalPlugin(mu))  # after the probe: its task loss stays pure
 
-    file = client_file(job.state_dir, client) if job.state_dir else None
-    state = ClientState.read(file) if file and KEY not in context.state else ClientState.load(context.state)
+    file = _state_file(job, context, client)
+    state = _read_state(file, context)
     base = state.start_round(experience)
     if base:
         load_strategy(learner, base)
     n = len(tokens.train[experience].labels)
+    setup = time.perf_counter() - t0
     if n:
         learner.train_experience(experience)
+    t1 = time.perf_counter()
     state.finish_round(dump_strategy(learner))
-    state.save(context.state)
     if file:
-        state.write(file)
+        state.write(file)  # on disk only: 1,000 clients' states stay out of memory
+    else:
+        state.save(context.state)
+    arrays = to_record(model)
+    release(model)
 
     probe = learner.probe
     metrics = MetricRecord({
@@ -130,24 +151,24 @@ def train(msg: Message, context: Context) -> Message:
         "train-seconds": float(sum(probe.train_seconds)) + float(getattr(learner, "feature_seconds", 0.0)),
         "samples": int(sum(probe.samples)),
         "experience": experience,
+        # building the learner, restoring and saving state, arrays in and out: what is not training
+        "setup-seconds": setup + time.perf_counter() - t1 - float(getattr(learner, "feature_seconds", 0.0)),
     })
-    return Message(RecordDict({"arrays": to_record(learner.model), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     job = _job(context)
-    client, clients = _partition(context)
-    tokens = client_tokens(job, client, clients)
+    client, _ = _partition(context)
+    tokens = client_tokens(job, client)
     n = sum(len(s.labels) for s in tokens.test)
     rnd = int(msg.content["config"]["server-round"])
     metrics = MetricRecord({"num-examples": n})
     if job.fed.ends_experience(rnd):  # the last round of an experience: local forgetting
-        sc = job.scenario
-        model = build_model(sc.model, len(tokens.label_names), sc.seed)
+        sc, device = job.scenario, _device()
+        model = shared_model(sc.model, len(tokens.label_names), sc.seed, device)
         load_record(model, msg.content["arrays"])
-        device = _device()
-        model.to(device)
         row = confusion_row(model, tokens.test, len(tokens.label_names), job.spec.train.eval_batch_size, device,
                             job.spec.train.precision)
         metrics["accuracy"] = [float(M.accuracy(c)) for c in row]

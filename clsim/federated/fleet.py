@@ -5,7 +5,10 @@
 - ``discover`` sends every SuperNode the job in a ``query`` message and learns its
   ``partition-id``; it gives up with a clear message if the clients' nodes do not all connect
   within ``node_timeout`` seconds (Flower's own node sampling would wait forever). Connected
-  nodes get ``reply_timeout`` to answer (a real SuperNode starts a process per message).
+  nodes get ``reply_timeout`` to answer (a real SuperNode starts a process per message). The
+  queries go out ``JOIN_BATCH`` at a time: Flower's in-memory link state (the simulation's)
+  scans every stored message for every node it polls, so 1,000 queries at once would cost a
+  million checks per poll.
 - ``get_node_ids`` lists the clients' nodes ordered by partition id, so a strategy's seeded
   sampling picks the same clients in every run; it raises after ``node_timeout`` seconds
   short of nodes instead of letting the strategy wait forever.
@@ -31,6 +34,7 @@ from flwr.serverapp import Grid
 from clsim.federated.arrays import record_bytes
 
 log = logging.getLogger("flwr")
+JOIN_BATCH = 50  # join queries in flight at once
 
 
 class FederationError(RuntimeError):
@@ -90,8 +94,9 @@ class Fleet(Grid):
         deadline = time.monotonic() + self.node_timeout
         while True:
             new = [n for n in self.grid.get_node_ids() if n not in self.partition_of]
-            if new:
-                msgs = [Message(RecordDict({"job": job}), message_type=MessageType.QUERY, dst_node_id=n) for n in new]
+            for start in range(0, len(new), JOIN_BATCH):
+                msgs = [Message(RecordDict({"job": job}), message_type=MessageType.QUERY, dst_node_id=n)
+                        for n in new[start:start + JOIN_BATCH]]
                 t0 = time.monotonic()
                 timeout = self.reply_timeout or max(1.0, deadline - t0)
                 for reply in self.grid.send_and_receive(msgs, timeout=timeout):
@@ -117,7 +122,9 @@ class Fleet(Grid):
             raise FederationError(f"SuperNode {node} has partition-id={pid} num-partitions={parts}; this strategy "
                                   f"has {self.clients} clients (expected num-partitions={self.clients})")
         if pid in self.partition_of.values():
-            raise FederationError(f"two SuperNodes claim partition-id={pid}")
+            other = next(n for n, p in self.partition_of.items() if p == pid)
+            raise FederationError(f"two SuperNodes claim partition-id={pid} ({other} and {node}): this strategy has "
+                                  f"{self.clients} clients, one SuperNode each")
         self.partition_of[node] = pid
         self.info[pid] = info
 

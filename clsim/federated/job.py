@@ -1,13 +1,13 @@
 """What the server and every client share: the resolved plan and the federated strategy to run.
 
 The server sends the job to every client in a ``query`` message before the first round (a
-``ConfigRecord`` holding the plan as JSON, the strategy's run name, and where clients keep their
-state on disk); clients keep it in ``context.state``. Nothing is resolved again on a client:
-the plan arrives checked.
+``ConfigRecord`` holding the plan as JSON, the strategy's run name, the run it belongs to and
+where clients keep their state on disk); clients keep it in ``context.state``. Nothing is
+resolved again on a client: the plan arrives checked.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from flwr.app import ConfigRecord
 
 from clsim.config import ConfigError, Plan, Scenario, StrategyPlan, resolve
 from clsim.federated.schema import FEDERATED, FederatedConfig
+from clsim.results import seed_dir
 
 KEY = "clsim.job"
 
@@ -23,7 +24,8 @@ KEY = "clsim.job"
 class Job:
     plan: Plan
     name: str  # the strategy's run name in the plan
-    state_dir: str = ""  # where clients also keep their CL state on disk (resumable runs); "" = nowhere
+    state_dir: str = ""  # where clients keep their CL state on disk (resumable runs); "" = nowhere
+    run: str = ""  # "<scenario>/<run id>": names a client's state folder on a node with its own (node config)
 
     @property
     def scenario(self) -> Scenario:
@@ -39,16 +41,25 @@ class Job:
         return self.spec.extensions[FEDERATED.key]
 
     def to_record(self) -> ConfigRecord:
-        return ConfigRecord({"plan": self.plan.to_json(), "strategy": self.name, "state-dir": self.state_dir})
+        return ConfigRecord({"plan": self.plan.to_json(), "strategy": self.name, "state-dir": self.state_dir,
+                             "run": self.run})
 
     @staticmethod
     def from_record(record: ConfigRecord) -> "Job":
-        return _job(str(record["plan"]), str(record["strategy"]), str(record.get("state-dir", "")))
+        return _job(str(record["plan"]), str(record["strategy"]), str(record.get("state-dir", "")),
+                    str(record.get("run", "")))
+
+    def in_run(self, run_dir: str | Path) -> "Job":
+        """This job as run in ``run_dir``: clients keep their state in ``<run_dir>/<strategy>/seed_<k>/clients``
+        (one machine, or a file system every node shares) unless a node names its own folder."""
+        run_dir = Path(run_dir).resolve()
+        return replace(self, state_dir=str(seed_dir(run_dir, self.name, self.scenario.seed) / "clients"),
+                       run=f"{run_dir.parent.name}/{run_dir.name}")
 
 
 @lru_cache(maxsize=8)
-def _job(plan_json: str, strategy: str, state_dir: str) -> Job:
-    return Job(Plan.from_json(plan_json, (FEDERATED,)), strategy, state_dir)
+def _job(plan_json: str, strategy: str, state_dir: str, run: str) -> Job:
+    return Job(Plan.from_json(plan_json, (FEDERATED,)), strategy, state_dir, run)
 
 
 def federated_job(plan: Plan, strategy: str | None = None) -> Job:

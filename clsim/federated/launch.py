@@ -3,7 +3,8 @@
 ``run_simulation_job`` is what ``clsim run`` uses: ``flwr.simulation.run_simulation`` with the
 ServerApp of :mod:`clsim.federated.server_app` and the ClientApp of
 :mod:`clsim.federated.client_app`, one virtual SuperNode per client, client resources from the
-preset. Flower's Ray backend reuses the Ray clsim initialised — and shuts it down when the
+preset (Flower's link state patched so that nodes without messages cost nothing:
+``clsim.federated.linkstate``). Flower's Ray backend reuses the Ray clsim initialised — and shuts it down when the
 simulation ends, so the runner starts federated runs after its actors are done and
 re-initialises Ray between them.
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import tomli
@@ -24,8 +24,8 @@ from flwr.simulation import run_simulation
 from clsim.federated import quiet_flower
 from clsim.federated.client_app import app as client_app
 from clsim.federated.job import Job
+from clsim.federated.linkstate import skip_idle_nodes
 from clsim.federated.server_app import server_app_for
-from clsim.results import seed_dir
 
 
 def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu", progress=None,
@@ -33,7 +33,7 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu
     """Simulate ``job`` with Flower's simulation engine; return the metrics document.
 
     Resumable: the server checkpoints after every round and clients keep their CL state in
-    ``<run_dir>/<strategy>/clients/``; ``resume`` continues from there. If Ray is not
+    ``<run_dir>/<strategy>/seed_<k>/clients/``; ``resume`` continues from there. If Ray is not
     initialised, Flower initialises it (joining ``ray_address`` when given)."""
     fed = job.fed
     gpus = fed.client_resources.gpus(fed.clients, device == "cuda")
@@ -41,8 +41,9 @@ def run_simulation_job(job: Job, run_dir: str | Path, tokens, device: str = "cpu
                "init_args": {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                              "configure_logging": False, **({"address": ray_address} if ray_address else {})}}
     result: dict = {}
-    job = replace(job, state_dir=str(seed_dir(Path(run_dir).resolve(), job.name, job.scenario.seed) / "clients"))
+    job = job.in_run(run_dir)
     server = server_app_for(job, run_dir, tokens, device, progress, result, resume)
+    skip_idle_nodes()  # Flower's message pump would scan every stored message for every node, every 0.1 s
     with quiet_flower(None if verbose else logging.WARNING):  # failures (WARNING) still show
         run_simulation(server_app=server, client_app=client_app, num_supernodes=fed.clients,
                        backend_config=backend)

@@ -8,7 +8,10 @@ private ``FLWR_HOME``. Each process gets a log in ``workdir`` and a ``FLWR_HOME`
 
 Every process starts in a session of its own (Ctrl-C reaches clsim only) and is stopped by
 PID: its process group plus every descendant seen while it ran — the SuperLink starts
-``flower-superexec`` in yet another session, which ``killpg`` alone would miss.
+``flower-superexec`` in yet another session, which ``killpg`` alone would miss. Every PID is
+also recorded, with its start time, in ``workdir/pids.json`` as it is seen: if the launcher
+itself is killed (``kill -9``, the OOM killer) the processes it started outlive it, and the
+next launch in that folder (a resume) stops exactly those (:mod:`clsim.federated.pids`).
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import psutil
 import tomli_w
 
 from clsim.config import ConfigError
+from clsim.federated.pids import record_pids
 
 APP_ROOT = Path(__file__).resolve().parents[2]  # the project (or installed Flower App) folder `flwr run` ships
 DEPLOYMENT_DIR = "flower"  # what `clsim flower launch` keeps in the run folder (certs, keys, logs)
@@ -160,6 +164,7 @@ class Deployment:
             log.close()
         self.procs[name] = proc
         self.commands[proc.pid] = Path(args[0]).name
+        self._record()
         if self._watch is None:
             self._watch = threading.Thread(target=self._watch_loop, daemon=True)
             self._watch.start()
@@ -302,6 +307,7 @@ class Deployment:
     # ------------------------------------------------------------ stopping
     def _snapshot(self) -> None:
         """Remember every descendant of every started process (by PID and start time)."""
+        new = False
         with self._lock:
             for p in list(self.procs.values()):
                 try:
@@ -309,8 +315,14 @@ class Deployment:
                         if child.pid not in self.seen:
                             self.seen[child.pid] = child
                             self.commands[child.pid] = _command(child)
+                            new = True
                 except psutil.Error:
                     pass
+        if new:
+            self._record()
+
+    def _record(self) -> None:
+        record_pids(self.workdir, dict(self.commands), dict(self.seen))
 
     def _watch_loop(self) -> None:
         while not self._stopping.wait(1.0):
@@ -362,3 +374,4 @@ class Deployment:
             if not self.leftovers():
                 break
         return self.leftovers()
+

@@ -63,6 +63,16 @@ class FailConfig(_Strict):
     round: PositiveInt
 
 
+class LagSpread(_Strict):
+    """``client_lag: {max: K}``: lags 0..K spread evenly over the clients, in partition order
+    (client c lags ``c * (K + 1) // clients``) — for federations too large to list one lag each."""
+
+    max: NonNegativeInt
+
+    def of(self, client: int, clients: int) -> int:
+        return client * (self.max + 1) // clients
+
+
 class ClientResources(_Strict):
     """Ray resources per simulated client. GPUs are asked for only when CUDA is visible; unset,
     the clients share one GPU (``1 / clients`` each)."""
@@ -83,7 +93,7 @@ class FederatedConfig(_Strict):
     rounds_per_experience: PositiveInt = 1
     partition: PartitionConfig = Field(default_factory=lambda: IidPartition(kind="iid"))
     local: str | None = None  # a core preset; None: this preset's own template + plugins
-    client_lag: list[NonNegativeInt] | None = None  # client c trains on experience k - lag[c]
+    client_lag: list[NonNegativeInt] | LagSpread | None = None  # client c trains on experience k - lag[c]
     fail: FailConfig | None = None
     client_resources: ClientResources = Field(default_factory=ClientResources)
     node_timeout: PositiveFloat = 120.0  # seconds to wait for missing SuperNodes before giving up
@@ -108,14 +118,21 @@ class FederatedConfig(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> "FederatedConfig":
-        if self.client_lag is not None and len(self.client_lag) != self.clients:
-            raise ValueError(f"client_lag needs one entry per client ({self.clients}), got {len(self.client_lag)}")
+        if isinstance(self.client_lag, list) and len(self.client_lag) != self.clients:
+            raise ValueError(f"client_lag needs one entry per client ({self.clients}), got {len(self.client_lag)} "
+                             f"(or {{max: K}}: lags 0..K spread evenly over the clients)")
         if self.fail is not None and self.fail.client >= self.clients:
             raise ValueError(f"fail.client must be a client index below clients={self.clients}")
         return self
 
     def lag(self, client: int) -> int:
+        if isinstance(self.client_lag, LagSpread):
+            return self.client_lag.of(client, self.clients)
         return self.client_lag[client] if self.client_lag else 0
+
+    @property
+    def max_lag(self) -> int:
+        return max((self.lag(c) for c in range(self.clients)), default=0) if self.client_lag is not None else 0
 
     def client_experience(self, client: int, experience: int) -> int:
         """The experience client ``client`` trains on while the federation is at ``experience``."""
@@ -133,7 +150,8 @@ class FederatedConfig(_Strict):
                "federated.partition": self.partition.kind, "federated.local": self.local or "(own)"}
         out.update({f"federated.{k}": v for k, v in self.server_params.items()})
         if self.client_lag:
-            out["federated.client_lag"] = str(self.client_lag)
+            lag = self.client_lag
+            out["federated.client_lag"] = f"max {lag.max}, spread" if isinstance(lag, LagSpread) else str(lag)
         return out
 
 
@@ -193,7 +211,7 @@ class FederatedExtension:
                                                          f"expected one of {sorted(accepted)}")
             if (why := signatures.check(accepted[key], value)) is not None:
                 raise ConfigError(src, f"{field}.{key}", f"{fed.server}: {why}")
-        too_long = [v for v in (fed.client_lag or []) if v > experiences - 1]
+        too_long = [fed.max_lag] if fed.max_lag > experiences - 1 else []
         if too_long:
             src, field = (file, f"{where}.client_lag") if "client_lag" in overrides else (preset_file,
                                                                                           "federated.client_lag")

@@ -26,7 +26,7 @@ from clsim.data import derive_seed
 from clsim.evaluation import confusion_row
 from clsim.federated import quiet_flower
 from clsim.federated.arrays import load_record, to_record
-from clsim.federated.fleet import Fleet, RoundTraffic
+from clsim.federated.fleet import FederationError, Fleet, RoundTraffic
 from clsim.federated.job import Job
 from clsim.federated.schema import FederatedConfig, server_params
 from clsim.federated.server_state import load_server_strategy_state, server_strategy_state
@@ -35,6 +35,7 @@ from clsim.models import TokenizedStream, build_model, trainable_parameters
 
 TRAIN, EVALUATE = "train", "evaluate"
 SAMPLING_SEED = 0xF1  # derive_seed purpose of Flower's client sampling
+SHARD_INFO = ("partition-id", "num-partitions", "train-sizes", "test-sizes")  # what clients_info reports
 
 
 def build_server_strategy(fed: FederatedConfig):
@@ -68,8 +69,12 @@ class FederatedServer:
     # ------------------------------------------------------------------ Trainer
     def train_experience(self, i: int) -> None:
         if not self.fleet.partition_of:
-            self.fleet.discover(self.job.to_record())
-            if not self.restored:  # Flower's node sampling draws from `random`: seeded here, or restored
+            record = self.job.to_record()
+            record["from-round"] = self.round + 1  # 1: clients start over, dropping any earlier attempt's state
+            self.fleet.discover(record)
+            if self.restored:
+                self._check_client_state()
+            else:  # Flower's node sampling draws from `random`: seeded here, or restored
                 random.seed(derive_seed(self.job.scenario.seed, SAMPLING_SEED))
         last = (i + 1) * self.fed.rounds_per_experience
         self.fleet.round_offset = self.round  # Strategy.start counts from 1; the Fleet tells clients the real round
@@ -123,7 +128,9 @@ class FederatedServer:
         return {"federated": True, "server": fed.server, "clients_total": fed.clients, "rounds": len(self.rounds),
                 "bytes_up": [r["bytes_up"] for r in self.rounds], "bytes_down": [r["bytes_down"] for r in self.rounds],
                 "failures": int(sum(len(r["failures"]) for r in self.rounds)), "round_log": self.rounds,
-                "clients": self._clients(), "clients_info": [self.fleet.info.get(c, {}) for c in range(fed.clients)]}
+                "clients": self._clients(),
+                "clients_info": [{k: v for k, v in self.fleet.info.get(c, {}).items() if k in SHARD_INFO}
+                                 for c in range(fed.clients)]}
 
     def state_dict(self) -> dict:
         return {"round": self.round, "arrays": dict(self.arrays.to_torch_state_dict()), "rounds": self.rounds,
@@ -148,6 +155,24 @@ class FederatedServer:
     def resume_point(self) -> dict:
         return {"from_round": self.round + 1}
 
+    def _check_client_state(self) -> None:
+        """A resumed federation needs every client's CL state as of the checkpoint (or a round later,
+        if a client saved the round in flight): a client whose state has fewer rounds than it
+        trained lost it (a wiped folder, a node moved to another machine) and would silently
+        train from scratch, so the run stops and names it."""
+        trained: dict[int, int] = {}
+        for entry in self.rounds:
+            for c in entry["clients_trained"]:
+                trained[c] = trained.get(c, 0) + 1
+        lost = [(c, n, int(self.fleet.info.get(c, {}).get("rounds-trained", 0)), self.fleet.info.get(c, {}).get("state"))
+                for c, n in sorted(trained.items()) if int(self.fleet.info.get(c, {}).get("rounds-trained", 0)) < n]
+        if lost:
+            c, n, has, where = lost[0]
+            raise FederationError(
+                f"cannot resume: {len(lost)} client(s) lost their continual-learning state, e.g. client {c} trained "
+                f"{n} round(s) but its state ({where}) holds {has}; the clients' state must survive with the run "
+                f"(<run>/<strategy>/seed_<k>/clients/, or each SuperNode's state-dir)")
+
     # ------------------------------------------------------------------ rounds and clients
     def _round_done(self, rnd: int, t: RoundTraffic | None) -> None:
         """Traffic and client outcomes of one server round (TensorBoard step = round)."""
@@ -161,6 +186,8 @@ class FederatedServer:
                  "train_wall_seconds": float(t.seconds.get(TRAIN, 0.0)),
                  "slowest_client_train_seconds": float(max((m.get("train-seconds", 0.0) for m in trained.values()),
                                                            default=0.0)),
+                 # what clients spent around training (learner, state, arrays): summed over the round's clients
+                 "client_setup_seconds": float(sum(m.get("setup-seconds", 0.0) for m in trained.values())),
                  "samples": int(sum(m.get("samples", 0) for m in trained.values())),
                  "client_experience": {str(c): int(m.get("experience", -1)) for c, m in trained.items()}}
         losses = [m["train-loss"] for m in trained.values() if "train-loss" in m]

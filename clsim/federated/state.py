@@ -12,11 +12,15 @@ result as ``latest``; when the client moves on to its next experience, ``latest`
 the new ``base``. So the replay buffer gains each experience once, and EWC computes one
 importance per experience, however many rounds it took.
 
-In a resumable run (``Job.state_dir`` set, as ``clsim run`` does) each client also writes its
-state to ``<state_dir>/client_<i>.pt`` after every round, atomically; a client whose
-``context.state`` is empty (a resumed federation) starts from that file. Restoring ``base``
-every round makes this safe when the file is a round ahead of the server's checkpoint: the
-re-done round starts from the same state as the first time.
+Where it lives (:func:`state_file`): in a file per client, ``client_<i>.pt``, written atomically
+after every round and read when the client is next sampled — in ``Job.state_dir`` (the run
+folder's ``<strategy>/seed_<k>/clients/``, which ``clsim run`` and ``clsim flower launch`` set), or under
+the SuperNode's own ``state-dir`` (node config: ``--node-config "... state-dir='/var/lib/clsim'"``,
+for machines that do not share the run folder) in ``<state-dir>/<scenario>/<run id>/<strategy>/seed_<k>/``.
+Only without either does it stay in Flower's ``context.state`` (not resumable). Files keep a
+federation of 1,000 clients out of memory, and let a resumed federation's clients pick up where
+they were. Restoring ``base`` every round makes this safe when a file is a round ahead of the
+server's checkpoint: the re-done round starts from the same state as the first time.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 
 from clsim.sinks import atomic_write_bytes
-from clsim.strategies import state as cl_state
 
 KEY = "clsim.cl_state"
 
@@ -36,6 +39,8 @@ KEY = "clsim.cl_state"
 def dump_strategy(learner) -> bytes:
     """The learner's CL state as bytes: the same explicit state dicts as a checkpoint
     (:func:`clsim.strategies.state.strategy_state`; buffers stored as sample ids)."""
+    from clsim.strategies import state as cl_state  # here: Avalanche; a join message needs none of it
+
     buf = io.BytesIO()
     torch.save(cl_state.strategy_state(learner.strategy, learner.encode), buf)
     return buf.getvalue()
@@ -44,6 +49,8 @@ def dump_strategy(learner) -> bytes:
 def load_strategy(learner, blob: bytes) -> None:
     """Restore :func:`dump_strategy`'s bytes into a freshly built learner of the same preset.
     Costs are per round, so the probe starts empty."""
+    from clsim.strategies import state as cl_state  # here: as in dump_strategy
+
     state = torch.load(io.BytesIO(blob), weights_only=True)
     cl_state.load_strategy_state(learner.strategy, state, learner.decode)
     learner.probe.__init__(learner.probe.on_batch)
@@ -101,3 +108,15 @@ class ClientState:
 
 def client_file(state_dir: str | Path, client: int) -> Path:
     return Path(state_dir) / f"client_{client}.pt"
+
+
+NODE_STATE_DIR = "state-dir"  # node config key: this SuperNode's own folder for its clients' state
+
+
+def state_file(state_dir: str, run: str, strategy: str, node_config, client: int) -> Path | None:
+    """Where client ``client`` keeps its CL state: under the node's ``state-dir`` if its node config
+    names one, else in the job's ``state_dir``; ``None``: in ``context.state`` only."""
+    node_dir = str(node_config.get(NODE_STATE_DIR, "") or "")
+    if node_dir:
+        return client_file(Path(node_dir).expanduser() / (run or "_") / strategy, client)
+    return client_file(state_dir, client) if state_dir else None
