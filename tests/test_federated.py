@@ -822,7 +822,8 @@ def test_flwr_run_config_names_a_run_to_resume(tmp_path):
 
 def test_flowers_message_pump_skips_nodes_without_messages(monkeypatch):
     """The simulation's link state answers at once for a node with nothing pending and hands every
-    other ask to Flower's own get_message_ins unchanged."""
+    other ask to Flower's own get_message_ins unchanged; a message stored after the pending set was
+    built is still found (the set is rebuilt after every store and every delivery)."""
     from types import SimpleNamespace
 
     from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
@@ -833,14 +834,26 @@ def test_flowers_message_pump_skips_nodes_without_messages(monkeypatch):
 
     def flowers(self, node_id, limit, *, run_id=None):
         asked.append(node_id)
-        return [m for m in self.message_ins_store.values() if m.metadata.dst_node_id == node_id][:limit]
+        found = [m for m in self.message_ins_store.values()
+                 if m.metadata.dst_node_id == node_id and m.metadata.delivered_at == ""][:limit]
+        for m in found:
+            m.metadata.delivered_at = "2026-01-01T00:00:01"
+        return found
+
+    def flowers_store(self, message):
+        self.message_ins_store[message.metadata.message_id or str(id(message))] = message
 
     monkeypatch.setattr(InMemoryLinkState, "get_message_ins", flowers)
+    monkeypatch.setattr(InMemoryLinkState, "store_message_ins", flowers_store)
     assert skip_idle_nodes() and skip_idle_nodes()  # once, however often it is asked
     waiting = Message(RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
     delivered = Message(RecordDict(), dst_node_id=8, message_type=MessageType.TRAIN)
     delivered.metadata.delivered_at = "2026-01-01T00:00:00"
     state = SimpleNamespace(message_ins_store={"a": waiting, "b": delivered})
-    pump = InMemoryLinkState.get_message_ins
+    pump, store = InMemoryLinkState.get_message_ins, InMemoryLinkState.store_message_ins
     assert [pump(state, n, 1) for n in (7, 8, 9)] == [[waiting], [], []]
     assert asked == [7]
+    assert [pump(state, n, 1) for n in (7, 8, 9)] == [[], [], []] and asked == [7]  # delivered: idle again
+    late = Message(RecordDict(), dst_node_id=9, message_type=MessageType.TRAIN)
+    store(state, late)  # after the set was built
+    assert [pump(state, n, 1) for n in (7, 8, 9)] == [[], [], [late]] and asked == [7, 9]

@@ -9,36 +9,60 @@ and the sampled clients train on what is left — round time grew with *total* c
 4.6 s a round with 100 clients, 18.5 s with 1,000, the same 10 clients sampled). Flower's
 maintainers call the polling a temporary solution (flwrlabs/flower#3369).
 
-:func:`skip_idle_nodes` makes the ask return at once for a node that has no undelivered message
-(one read of the store, no lock, no validation) and hands every other ask to Flower's own method
-unchanged, so what is delivered, in which order, and how messages are validated and expired stay
-Flower's. It is applied in clsim's simulation process only (``clsim.federated.launch``); a real
-SuperLink is a process of its own, untouched.
+:func:`skip_idle_nodes` keeps, per link state, the set of nodes that have an undelivered message,
+rebuilt only after the store changed (a message stored, or one delivered by Flower's own method):
+the ask for a node outside that set returns at once (one set lookup), and every other ask goes to
+Flower's method unchanged — so what is delivered, in which order, and how messages are validated
+and expired stay Flower's. Stale sets cannot hide a message: a version number is read before the
+set is built and bumped after every store, so a set built from an older store is never used. It is
+applied in clsim's simulation process only (``clsim.federated.launch``); a real SuperLink is a
+process of its own, untouched.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 
 from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 
 _MARK = "_clsim_skips_idle_nodes"
+_VERSION, _PENDING = "_clsim_store_version", "_clsim_pending_nodes"
+_versions = itertools.count(1)  # next() is atomic in CPython: safe across the pump and server threads
 
 
 def skip_idle_nodes() -> bool:
-    """Patch ``InMemoryLinkState.get_message_ins`` (once per process); False if Flower no longer has it."""
-    original = getattr(InMemoryLinkState, "get_message_ins", None)
-    if original is None:
+    """Patch ``InMemoryLinkState`` (once per process); False if Flower no longer has the methods."""
+    get_original = getattr(InMemoryLinkState, "get_message_ins", None)
+    store_original = getattr(InMemoryLinkState, "store_message_ins", None)
+    if get_original is None or store_original is None:
         return False
-    if getattr(original, _MARK, False):
+    if getattr(get_original, _MARK, False):
         return True
 
-    @functools.wraps(original)
-    def get_message_ins(self, node_id, limit, *, run_id=None):
-        pending = list(self.message_ins_store.values())  # a snapshot: other threads store and delete
-        if not any(m.metadata.dst_node_id == node_id and m.metadata.delivered_at == "" for m in pending):
-            return []
-        return original(self, node_id, limit, run_id=run_id)
+    @functools.wraps(store_original)
+    def store_message_ins(self, message):
+        try:
+            return store_original(self, message)
+        finally:
+            setattr(self, _VERSION, next(_versions))  # after the store: a set built before it is stale
 
-    setattr(get_message_ins, _MARK, True)
+    @functools.wraps(get_original)
+    def get_message_ins(self, node_id, limit, *, run_id=None):
+        version = getattr(self, _VERSION, 0)
+        built = getattr(self, _PENDING, None)
+        if built is None or built[0] != version:
+            pending = list(self.message_ins_store.values())  # a snapshot: other threads store and delete
+            built = (version, {m.metadata.dst_node_id for m in pending if m.metadata.delivered_at == ""})
+            setattr(self, _PENDING, built)
+        if node_id not in built[1]:
+            return []
+        try:
+            return get_original(self, node_id, limit, run_id=run_id)
+        finally:
+            setattr(self, _VERSION, next(_versions))  # it may have marked messages delivered
+
+    for fn in (get_message_ins, store_message_ins):
+        setattr(fn, _MARK, True)
     InMemoryLinkState.get_message_ins = get_message_ins
+    InMemoryLinkState.store_message_ins = store_message_ins
     return True

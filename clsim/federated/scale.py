@@ -19,7 +19,8 @@ Per size:
   between them) and of resident set sizes (RSS: shared pages counted in every process; an upper
   bound), sampled by :class:`PeakMemory`;
 - CPU seconds per round, of the server process (where Flower's message pump runs) and of all
-  processes: what a round costs the machine, whatever else runs on it.
+  processes: what a round costs the machine, whatever else runs on it (the memory sampler's own
+  CPU left out).
 """
 from __future__ import annotations
 
@@ -40,10 +41,12 @@ from clsim.federated.schema import FEDERATED
 class PeakMemory:
     """Peak PSS and RSS of this process and its descendants, sampled in a thread: RSS every ``every``
     s (cheap), PSS — which costs the kernel tens of ms per large process — whenever the RSS sum
-    reaches a new peak, and at least every ``pss_every`` s."""
+    passes its peak by more than ``margin``, and at least every ``pss_every`` s. ``cpu``: the CPU
+    seconds the sampling thread used, so that the server's CPU can be reported without the instrument."""
 
-    def __init__(self, every: float = 0.5, pss_every: float = 3.0):
-        self.every, self.pss_every, self.pss, self.rss = every, pss_every, 0, 0
+    def __init__(self, every: float = 0.5, pss_every: float = 10.0, margin: float = 0.01):
+        self.every, self.pss_every, self.margin, self.pss, self.rss = every, pss_every, margin, 0, 0
+        self.cpu = 0.0
         self.at_peak: list[tuple[float, str]] = []  # (GB PSS, process) when the PSS sum peaked
         self._last_pss = 0.0
         self._stop = threading.Event()
@@ -59,7 +62,7 @@ class PeakMemory:
             except psutil.Error:
                 pass
         now = time.monotonic()
-        if rss <= self.rss and now - self._last_pss < self.pss_every:
+        if rss <= self.rss * (1 + self.margin) and now - self._last_pss < self.pss_every:
             return
         self.rss, self._last_pss = max(self.rss, rss), now
         pss, each = 0, []
@@ -75,7 +78,9 @@ class PeakMemory:
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
+            t = time.thread_time()
             self._sample()
+            self.cpu += time.thread_time() - t
 
     def __enter__(self) -> "PeakMemory":
         self._sample()
@@ -160,7 +165,8 @@ def measure_size(sc: Scenario, tokens, sampled: int, num_cpus: float) -> ScaleRo
 
     def progress(run: str, phase: str, *_) -> None:
         if phase == "train":
-            marks.append(_cpu_seconds())
+            own, total = _cpu_seconds()
+            marks.append((own - peak.cpu, total - peak.cpu))  # without the memory sampler's own CPU
 
     t0 = time.perf_counter()
     with PeakMemory() as peak, tempfile.TemporaryDirectory() as out:

@@ -18,7 +18,6 @@ Nothing per client is kept in memory: a client's CL state lives in its file
 """
 from __future__ import annotations
 
-import ctypes
 from collections import OrderedDict
 from typing import Callable, TypeVar
 
@@ -28,6 +27,7 @@ from clsim.config import ModelConfig
 from clsim.data import build_stream, derive_seed
 from clsim.federated.job import Job
 from clsim.federated.partition import TEST, TRAIN, partition_rows, take_rows
+from clsim.memory import give_back
 from clsim.models import TextClassifier, TokenizedStream, build_model, tokenize_stream
 
 T = TypeVar("T")
@@ -114,19 +114,7 @@ def release(model: TextClassifier) -> None:
     hand the memory the message freed back to the system (glibc keeps freed pages otherwise: about
     90 MB per worker after a LoRA round on MiniLM)."""
     model.zero_grad(set_to_none=True)
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _libc():
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-_LIBC = _libc()
+    give_back()
 
 
 def clear() -> None:
