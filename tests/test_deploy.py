@@ -7,12 +7,14 @@ without TLS) exits 2 with one line before any process starts or any folder is ma
 Slow tests (``-m slow``) start a real SuperLink with TLS and SuperNode authentication, real
 SuperNodes and ``flwr run`` on the smoke federation, then assert that every process started —
 and every descendant seen, such as the SuperLink's ``flower-superexec`` in its own session —
-has stopped:
+has stopped (each real deployment costs minutes, so one deployment carries several checks):
 
-- the CLI end to end (the results layout of ``clsim run``, auth on, the CA key gone);
-- an unregistered SuperNode claiming a partition is refused and never runs a ClientApp, while
+- the CLI end to end (the results layout of ``clsim run``, auth on, the CA key gone), during which
+  an unregistered SuperNode claiming a partition is refused and never runs a ClientApp, while
   the registered ones train both partitions;
-- a SuperNode SIGKILLed after round 1: the run never hangs, and what it wrote stays consistent.
+- a SuperNode SIGKILLed after round 1: the run never hangs, and what it wrote stays consistent;
+- a launch SIGKILLed mid-run and resumed equals an uninterrupted run of the README's manual path
+  (stock SuperLink + SuperNodes over TLS, ``flwr run`` with a run config naming the scenario file).
 """
 from __future__ import annotations
 
@@ -167,12 +169,30 @@ def test_launch_refuses_keys_without_tls(tmp_path):
 # --------------------------------------------------------------------------- real processes
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT_S + 120)
-def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypatch):
+def test_launch_runs_the_smoke_federation_with_supernode_auth_and_refuses_an_unregistered_node(tmp_path, monkeypatch):
+    """`clsim flower launch` end to end, auth on. Before `flwr run`, a SuperNode with a key nobody
+    registered claims partition 1 (served by a registered node): it is refused at activation, never
+    runs a ClientApp, and the registered nodes train both partitions."""
     import clsim.federated.deploy as deploy
+    from clsim.federated.keys import make_node_keys
+
+    (intruder_key, _), = make_node_keys(tmp_path / "intruder_keys", 1)  # never registered
+    seen = {}
+
+    def add_intruder(dep):
+        proc = dep.start_supernode("intruder", 1, 2, intruder_key)
+        try:
+            proc.wait(60)  # refused at activation: it exits on its own
+        except Exception:
+            pass
+        seen["exit"] = proc.poll()
+        listed = dep.flwr("supernode", "list", "clsim", "--format", "json")
+        seen["nodes"] = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
 
     results = []
     real_execute = deploy.execute
-    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(real_execute(*a, **k)) or results[-1])
+    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(
+        real_execute(*a, **{**k, "before_run": add_intruder})) or results[-1])
     flwr_home = tmp_path / "user_flwr_home"
     monkeypatch.setenv("FLWR_HOME", str(flwr_home))  # the launch must not touch the user's Flower config
 
@@ -180,7 +200,7 @@ def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypa
     res = invoke("flower", "launch", SMOKE, "--strategy", "fedavg", "--output", tmp_path / "out", "--run-id", "t")
     seconds = time.perf_counter() - t0
     assert res.exit_code == 0, res.output[-4000:]
-    print(f"clsim flower launch scenarios/smoke_fed.yaml --strategy fedavg: {seconds:.0f} s")
+    print(f"clsim flower launch scenarios/smoke_fed.yaml --strategy fedavg (and an intruder): {seconds:.0f} s")
     (result,) = results
     assert_stopped(result.started)
     assert result.leftovers == []
@@ -191,11 +211,12 @@ def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypa
     doc = json.loads((run / "fedavg" / "seed_0" / "metrics.json").read_text())
     assert doc["complete"] and doc["rounds"] == 2 and doc["failures"] == 0
     assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
+    assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
     assert (run / "scenario.yaml").is_file() and "fedavg" in (run / "summary.csv").read_text()
     assert "Incomplete" not in (run / "summary.md").read_text()
     flower = run / "flower"
-    assert sorted(p.name for p in flower.glob("*.log")) == ["flwr_run.log", "superlink.log", "supernode0.log",
-                                                            "supernode1.log"]
+    assert sorted(p.name for p in flower.glob("*.log")) == ["flwr_run.log", "intruder.log", "superlink.log",
+                                                            "supernode0.log", "supernode1.log"]
     assert (flower / "certs" / "ca.crt").is_file() and not (flower / "certs" / "ca.key").exists()
     link = (flower / "superlink.log").read_text()
     assert "SuperNode authentication is disabled" not in link and "Activated node_id" in link
@@ -203,47 +224,15 @@ def test_launch_runs_the_smoke_federation_with_supernode_auth(tmp_path, monkeypa
     assert not flwr_home.exists(), "the launch wrote into the user's FLWR_HOME"
     assert f"results:     {run}/summary.md" in res.output
 
-
-@pytest.mark.slow
-@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
-def test_unregistered_supernode_is_refused_and_never_trains(tmp_path):
-    from clsim.federated.deploy import execute, prepare_launch
-    from clsim.federated.keys import make_node_keys
-
-    (intruder_key, _), = make_node_keys(tmp_path / "intruder_keys", 1)  # never registered
-    seen = {}
-
-    def add_intruder(dep):
-        """A SuperNode with an unregistered key claiming partition 1 (served by a registered node)."""
-        proc = dep.start_supernode("intruder", 1, 2, intruder_key)
-        try:
-            proc.wait(60)  # refused at activation: it exits on its own
-        except Exception:
-            pass
-        seen["exit"] = proc.poll()
-        listed = dep.flwr("supernode", "list", "clsim", "--format", "json")
-        seen["nodes"] = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
-
-    launch = prepare_launch(SMOKE, "fedavg", output=tmp_path / "out", run_id="auth")
-    result = execute(launch, before_run=add_intruder)
-    assert_stopped(result.started)
-    assert result.leftovers == []
-
-    flower = launch.flower_dir
+    # the intruder: refused, and it said so; only the two registered keys exist; it never trained
     intruder_log = (flower / "intruder.log").read_text()
-    assert seen["exit"] not in (None, 0), intruder_log  # refused, and it said so
+    assert seen["exit"] not in (None, 0), intruder_log
     assert "Failed to activate SuperNode" in intruder_log
     assert "SuperNode ID" not in intruder_log and "flwr-clientapp" not in intruder_log
-    assert "No SuperNode found with the given public key" in (flower / "superlink.log").read_text()
-    assert set(seen["nodes"]) == set(result.node_ids.values())  # only the two registered keys exist
+    assert "No SuperNode found with the given public key" in link
+    assert set(seen["nodes"]) == set(result.node_ids.values())
     assert set(seen["nodes"].values()) == {"online"}
-    commands = list(result.started.values())
-    assert commands.count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
-
-    assert result.complete, result.error
-    doc = json.loads((launch.run_dir / "fedavg" / "seed_0" / "metrics.json").read_text())
-    assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
-    assert doc["failures"] == 0 and [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
+    assert list(result.started.values()).count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
 
 
 @pytest.mark.slow
@@ -402,25 +391,53 @@ def _kill_everything(run: Path, launcher: "subprocess.Popen") -> list[int]:  # n
 @pytest.mark.slow
 @pytest.mark.timeout(3 * RUN_TIMEOUT_S)
 def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    """FedAvg + replay on 2 real SuperNodes, 2 experiences x 2 rounds. One launch runs through; a
-    second is SIGKILLed — the launcher and every Flower process — once a round checkpoint exists,
-    then `clsim flower launch --resume` finishes it. Same metrics.json, timings aside; every
-    process of every attempt gone."""
+    """FedAvg + replay on 2 real SuperNodes, 2 experiences x 2 rounds. The uninterrupted reference
+    runs the README's manual path: stock SuperLink and SuperNodes over TLS (no SuperNode auth) and
+    `flwr run` with a run config naming the scenario file, writing the results folder of `clsim run`.
+    A launch (auth on) is SIGKILLed — the launcher and every Flower process — once a round checkpoint
+    exists, then `clsim flower launch --resume` finishes it. Same metrics.json, timings aside; every
+    process of every deployment gone."""
     import subprocess
     import sys
 
+    import numpy as np
+    import tomli_w
     import torch
 
     import clsim.federated.deploy as deploy
+    from clsim.federated.certs import make_certs
+    from clsim.federated.processes import APP_ROOT, Deployment
 
     sc = yaml.safe_load(SMOKE.read_text())
     sc["strategies"] = [{**sc["strategies"][1], "preset": "fedavg_replay", "rounds_per_experience": 2}]
     scenario = tmp_path / "resume.yaml"
     scenario.write_text(yaml.safe_dump(sc))
 
-    reference = deploy.execute(deploy.prepare_launch(scenario, "fedavg_replay", output=tmp_path / "ref", run_id="r"))
-    assert reference.complete, reference.error
-    assert_stopped(reference.started)
+    certs = tmp_path / "certs"
+    make_certs(certs)
+    dep = Deployment(tmp_path / "procs", certs, auth=False)
+    run_config = tmp_path / "run_config.toml"
+    run_config.write_text(tomli_w.dumps({"scenario": str(scenario), "strategy": "fedavg_replay",
+                                         "output": str(tmp_path / "ref"), "run-id": "r"}))
+    try:
+        dep.start_superlink()
+        for i in range(2):
+            dep.start_supernode(f"supernode{i}", i, 2)
+        dep.wait_joined(["supernode0", "supernode1"])
+        run_id, lines = dep.submit(APP_ROOT, run_config)
+        assert run_id is not None, "\n".join(lines[-40:])
+        assert dep.run_status(run_id) == "finished:completed", "\n".join(lines[-40:])
+    finally:
+        leftovers = dep.stop()
+    assert leftovers == [], "a started process (or one it spawned) outlived stop()"
+    ref_dir = tmp_path / "ref" / "smoke_fed" / "r"
+    want = json.loads((ref_dir / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    R = np.asarray(want["accuracy_matrix"], dtype=float)
+    assert want["complete"] and R.shape == (2, 2) and np.all((R >= 0) & (R <= 1))
+    assert want["rounds"] == 4 and want["failures"] == 0 and min(want["bytes_up"]) > 0
+    assert [c["partition-id"] for c in want["clients_info"]] == [0, 1]
+    assert (ref_dir / "plan.json").is_file() and "fedavg_replay" in (ref_dir / "summary.csv").read_text()
+    assert any(f.name.startswith("events.out.tfevents") for f in (ref_dir / "fedavg_replay" / "seed_0").iterdir())
 
     run = tmp_path / "out" / "smoke_fed" / "k"
     launcher = subprocess.Popen([sys.executable, "-m", "clsim.cli", "flower", "launch", str(scenario), "--strategy",
@@ -452,7 +469,6 @@ def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monke
     assert_stopped(resumed.started)
     assert resumed.leftovers == []
 
-    want = json.loads((tmp_path / "ref" / "smoke_fed" / "r" / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
     got = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
     assert got["complete"] and got["rounds"] == 4
     (entry,) = got["resumes"]

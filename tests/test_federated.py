@@ -857,3 +857,39 @@ def test_flowers_message_pump_skips_nodes_without_messages(monkeypatch):
     late = Message(RecordDict(), dst_node_id=9, message_type=MessageType.TRAIN)
     store(state, late)  # after the set was built
     assert [pump(state, n, 1) for n in (7, 8, 9)] == [[], [], [late]] and asked == [7, 9]
+
+
+@pytest.mark.parametrize("anchor", ["local", "global"])
+def test_federated_ewc_anchors_at_the_clients_own_or_the_global_weights(anchor, tmp_path):
+    """After experience 0 (two rounds), each client's EWC anchor for it is its own last local
+    weights (``local``: the two clients' anchors differ) or the global model it received at the
+    first round of experience 1 (``global``: one anchor, shared by both clients), and it stays put
+    through experience 1's second round."""
+    import io
+    from dataclasses import replace
+
+    import torch
+
+    from clsim.federated.server import serve
+    from clsim.federated.state import ClientState
+
+    sc = fed_scenario("fedavg_ewc", rounds_per_experience=2, ewc_anchor=anchor)
+    job = replace(resolve_job(sc, None), state_dir=str(tmp_path / "clients"))
+    doc = serve(LoopbackGrid([0, 1], 2), job, tmp_path, tokens_of(job))
+    assert doc["complete"] and doc["rounds"] == 4
+
+    def anchors(client: int) -> tuple[dict, dict]:
+        """Experience 0's EWC anchor before experience 1 (``base``) and after its last round (``latest``)."""
+        state = ClientState.read(tmp_path / "clients" / f"client_{client}.pt")
+        assert state.experience == 1 and state.rounds == 4
+        out = []
+        for blob in (state.base, state.latest):
+            (ewc,) = [p["state"] for p in torch.load(io.BytesIO(blob), weights_only=True)["plugins"]
+                      if p["class"] == "EWCPlugin"]
+            out.append(ewc["saved_params"][0])
+        return tuple(out)
+
+    (base0, latest0), (base1, latest1) = anchors(0), anchors(1)
+    same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
+    assert same(base0, latest0) and same(base1, latest1)  # experience 1's rounds kept experience 0's anchor
+    assert same(base0, base1) == (anchor == "global")

@@ -105,7 +105,8 @@ def _learner(job: Job, tokens, model):
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    from clsim.federated.proximal import ProximalPlugin  # here: as in _learner (Avalanche)
+    from clsim.federated.anchors import anchor_at_current_weights  # here: as in _learner (Avalanche)
+    from clsim.federated.proximal import ProximalPlugin
     from clsim.federated.state import dump_strategy, load_strategy  # (Avalanche)
 
     t0 = time.perf_counter()
@@ -128,9 +129,12 @@ def train(msg: Message, context: Context) -> Message:
 
     file = _state_file(job, context, client)
     state = _read_state(file, context)
+    opens = experience != state.experience  # the client's first round of this experience
     base = state.start_round(experience)
     if base:
         load_strategy(learner, base)
+        if opens and fed.ewc_anchor == "global" and anchor_at_current_weights(learner.strategy):
+            state.base = base = dump_strategy(learner)  # every round of this experience restores this anchor
     n = len(tokens.train[experience].labels)
     setup = time.perf_counter() - t0
     if n:

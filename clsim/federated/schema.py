@@ -93,6 +93,10 @@ class FederatedConfig(_Strict):
     rounds_per_experience: PositiveInt = 1
     partition: PartitionConfig = Field(default_factory=lambda: IidPartition(kind="iid"))
     local: str | None = None  # a core preset; None: this preset's own template + plugins
+    # EWC's anchor weights on the clients: ``local`` (the client's own weights after its last round of an
+    # experience, where its importances were computed) or ``global`` (the global model it receives at its
+    # next experience's first round, i.e. the average after that experience's last round)
+    ewc_anchor: Literal["local", "global"] = "local"
     client_lag: list[NonNegativeInt] | LagSpread | None = None  # client c trains on experience k - lag[c]
     fail: FailConfig | None = None
     client_resources: ClientResources = Field(default_factory=ClientResources)
@@ -141,14 +145,17 @@ class FederatedConfig(_Strict):
     def describe(self, core: str) -> str:
         """How ``clsim validate`` shows a federated strategy: the server, and what every client runs."""
         params = ", ".join(f"{k}={v}" for k, v in self.server_params.items())
+        anchor = "; EWC anchored at the global model" if self.ewc_anchor == "global" else ""
         return (f"Flower {self.server}({params}), {self.clients} clients ({self.partition.kind}), "
-                f"{self.rounds_per_experience} round(s)/experience; each client: {core}")
+                f"{self.rounds_per_experience} round(s)/experience; each client: {core}{anchor}")
 
     def hparams(self) -> dict[str, Any]:
         out = {"federated.server": self.server, "federated.clients": self.clients,
                "federated.rounds_per_experience": self.rounds_per_experience,
                "federated.partition": self.partition.kind, "federated.local": self.local or "(own)"}
         out.update({f"federated.{k}": v for k, v in self.server_params.items()})
+        if self.ewc_anchor != "local":
+            out["federated.ewc_anchor"] = self.ewc_anchor
         if self.client_lag:
             lag = self.client_lag
             out["federated.client_lag"] = f"max {lag.max}, spread" if isinstance(lag, LagSpread) else str(lag)
