@@ -45,9 +45,16 @@ def new_run_dir(output: Path, scenario_name: str, run_id: str | None = None) -> 
 
 
 def write_plan(plan: Plan, run_dir: Path) -> None:
-    """The resolved plan (what a resume continues) and the scenario for people: written once, first."""
+    """The resolved plan (what a resume continues) and the scenario for people: written once, first.
+    The scenario file is named by its path from the run folder, so a committed or copied run folder
+    names no machine's folders (:func:`read_plan` turns it back into an absolute path)."""
     atomic_write_text(run_dir / "scenario.yaml", yaml.safe_dump(scenario_to_dict(plan.scenario), sort_keys=False))
-    atomic_write_text(run_dir / PLAN_FILE, plan.to_json())
+    data = json.loads(plan.to_json())
+    try:
+        data["file"] = os.path.relpath(Path(plan.file).resolve(), Path(run_dir).resolve())
+    except ValueError:  # another drive (Windows): keep it absolute
+        pass
+    atomic_write_text(run_dir / PLAN_FILE, json.dumps(data, indent=1))
 
 
 SPLITS_FILE = "splits.json"
@@ -67,7 +74,10 @@ def read_plan(run_dir: Path, extensions: tuple[Extension, ...] = ()) -> Plan:
     if not (run_dir / PLAN_FILE).is_file():
         raise ConfigError(None, "--resume", f"{run_dir} is not a clsim run folder (expected {PLAN_FILE}, "
                                             "written when a run starts)")
-    return Plan.from_json((run_dir / PLAN_FILE).read_text(encoding="utf-8"), extensions, run_dir / PLAN_FILE)
+    plan = Plan.from_json((run_dir / PLAN_FILE).read_text(encoding="utf-8"), extensions, run_dir / PLAN_FILE)
+    if not plan.file.is_absolute():  # written from the run folder (write_plan)
+        plan = plan.model_copy(update={"file": (run_dir / plan.file).resolve()})
+    return plan
 
 
 def seed_dir(run_dir: Path, name: str, seed: int) -> Path:

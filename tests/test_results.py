@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,23 @@ def test_matrix_and_confusion_images_in_tensorboard(tmp_path):
 def test_matrix_shape_checked():
     with pytest.raises(ValueError):
         figures.matrix_image([[0.1, 0.2, 0.3]], NAMES)
+
+
+def test_plan_json_names_the_scenario_from_the_run_folder(tmp_path):
+    """A run folder names no machine's folders: plan.json holds the scenario file's path from the
+    run folder, and reading the plan back gives the absolute file again (what a resume and Flower
+    clients resolve data paths against)."""
+    import json
+
+    from clsim.config import resolve
+    from clsim.results import read_plan, write_plan
+
+    scenario = tmp_path / "project" / "scenarios" / "s.yaml"
+    scenario.parent.mkdir(parents=True)
+    scenario.write_text((Path(__file__).resolve().parents[1] / "scenarios" / "smoke.yaml").read_text())
+    run = tmp_path / "project" / "results" / "smoke" / "r1"
+    run.mkdir(parents=True)
+    write_plan(resolve(scenario), run)
+    assert json.loads((run / "plan.json").read_text())["file"] == "../../../scenarios/s.yaml"
+    assert str(tmp_path) not in (run / "plan.json").read_text()
+    assert read_plan(run).file == scenario.resolve()
