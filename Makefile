@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SCENARIO ?= scenarios/drift_sentiment.yaml
 
-.PHONY: run test report online-report clean
+.PHONY: run test report online-report anchors-report clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,14 @@ online-report: $(VENV)/.stamp-run
 	rm -rf results/drift_online/evidence
 	$(BIN)/clsim run scenarios/drift_online.yaml --run-id evidence
 	$(BIN)/clsim compare results/drift_online/evidence --output results/drift_online
+
+# Federated EWC anchored locally vs at the global model (scenarios/fed_ewc_anchors.yaml, 3 seeds, about
+# 60 minutes on 2 CPU cores), compared with the reference report's fedavg into results/fed_ewc_anchors/.
+anchors-report: $(VENV)/.stamp-run
+	rm -rf results/fed_ewc_anchors/evidence
+	$(BIN)/clsim run scenarios/fed_ewc_anchors.yaml --run-id evidence
+	$(BIN)/clsim compare results/fed_ewc_anchors/evidence results/drift_sentiment_report/reference/fedavg \
+		--baseline fedavg --output results/fed_ewc_anchors
 
 clean:
 	rm -rf $(VENV)

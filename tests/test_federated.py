@@ -893,3 +893,29 @@ def test_federated_ewc_anchors_at_the_clients_own_or_the_global_weights(anchor, 
     same = lambda a, b: all(torch.equal(a[k], b[k]) for k in a)  # noqa: E731
     assert same(base0, latest0) and same(base1, latest1)  # experience 1's rounds kept experience 0's anchor
     assert same(base0, base1) == (anchor == "global")
+
+
+def test_global_ewc_anchors_need_clients_that_run_ewc_and_move_once():
+    """``ewc_anchor: global`` on clients without EWC is refused naming the field; an anchor moves
+    once per trained experience (a client with no data for an experience keeps its latest key)."""
+    from types import SimpleNamespace
+
+    import torch
+    from avalanche.training.plugins import EWCPlugin
+
+    from clsim.federated.anchors import anchor_at_current_weights
+
+    with pytest.raises(ConfigError, match=r"strategies\[0\]\.ewc_anchor: .*clients run no EWC"):
+        resolve_job(fed_scenario("fedavg", ewc_anchor="global"))
+    assert resolve_job(fed_scenario("fedavg_ewc", ewc_anchor="global")).fed.ewc_anchor == "global"
+
+    model = torch.nn.Linear(2, 1)
+    ewc = EWCPlugin(ewc_lambda=1.0)
+    ewc.saved_params[0] = {"weight": torch.zeros(1, 2)}
+    strategy = SimpleNamespace(plugins=[ewc], model=model)
+    assert anchor_at_current_weights(strategy, after=-1) == 0
+    assert torch.equal(ewc.saved_params[0]["weight"].data, model.weight.data)
+    ewc.saved_params[0] = {"weight": torch.zeros(1, 2)}
+    assert anchor_at_current_weights(strategy, after=0) is None  # experience 0 already moved
+    assert torch.equal(ewc.saved_params[0]["weight"], torch.zeros(1, 2))
+    assert anchor_at_current_weights(SimpleNamespace(plugins=[], model=model), after=-1) is None

@@ -105,6 +105,9 @@ class Extension(Protocol):
     def load(self, data: dict) -> Any:
         """The block object back from its ``model_dump(mode="json")`` (a saved plan)."""
 
+    def check(self, block: Any, plugins: tuple["Component", ...], file: Path | None, where: str) -> None:
+        """The block against the strategy every client runs (its resolved plugins). Raises ConfigError."""
+
 
 # --------------------------------------------------------------------------- finding presets
 def available_presets() -> dict[str, Path]:
@@ -253,5 +256,8 @@ def resolve_strategy(ref: StrategyRef, *, file: Path | None = None, index: int =
                                       experiences, owned)
         except ConfigError as exc:
             raise ConfigError(exc.file, exc.field, f"{exc.message} (local preset of {ref.preset!r})") from None
+    for ext in extensions:
+        if ext.key in extras:
+            ext.check(extras[ext.key], plugins, file, where)
     return StrategyPlan(name=ref.run_name, preset=ref.preset, template=template, plugins=plugins, train=train,
                         extensions=extras)

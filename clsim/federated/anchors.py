@@ -2,12 +2,13 @@
 
 Avalanche's ``EWCPlugin`` keeps, per experience, the importances and the weights they were computed
 at (its anchor): on a client, its own weights after its last round of that experience (``local``).
-With ``global`` the anchor of the client's most recent experience is moved, once, to the global
-model the client receives at its next experience's first round — the average of every client after
-that experience's last round — keeping the importances computed at the local weights. The
-trade-off (README, Strategies): a global anchor starts the next experience with no penalty, so
-nothing pulls a client back toward its pre-averaging weights; a local one pairs the Fisher with the
-point where it was computed.
+With ``global`` the anchor of the client's most recent trained experience is moved, once, to the
+global model the client receives at its next experience's first round — the average of every
+client after that experience's last round — keeping the importances computed at the local weights.
+Older experiences keep the anchors they had. The trade-off (README, Strategies): with a global
+anchor the latest experience's penalty starts at zero for the backbone (LP-FT re-fits the head
+before the first step, so the head's part is not zero), so the penalty does not pull a client back
+toward its pre-averaging weights; a local anchor pairs the Fisher with the point where it was computed.
 """
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from avalanche.training.plugins import EWCPlugin
 from avalanche.training.utils import copy_params_dict
 
 
-def anchor_at_current_weights(strategy) -> int:
-    """Move every EWC penalty's anchor for its latest experience to ``strategy.model``'s weights now
-    (the global model just received); how many penalties moved (0: no EWC, or no experience yet)."""
-    moved = 0
+def anchor_at_current_weights(strategy, after: int) -> int | None:
+    """Move the EWC penalty's anchor for its latest experience to ``strategy.model``'s weights now
+    (the global model just received), unless that experience is not newer than ``after`` (already
+    moved: a client that had no data for an experience trains nothing and keeps its latest key).
+    The experience whose anchor moved, or None."""
     for plugin in strategy.plugins:
-        if isinstance(plugin, EWCPlugin) and plugin.saved_params:
-            plugin.saved_params[max(plugin.saved_params)] = copy_params_dict(strategy.model)
-            moved += 1
-    return moved
+        if isinstance(plugin, EWCPlugin) and plugin.saved_params and max(plugin.saved_params) > after:
+            latest = max(plugin.saved_params)
+            plugin.saved_params[latest] = copy_params_dict(strategy.model)
+            return latest
+    return None

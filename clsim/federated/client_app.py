@@ -133,8 +133,10 @@ def train(msg: Message, context: Context) -> Message:
     base = state.start_round(experience)
     if base:
         load_strategy(learner, base)
-        if opens and fed.ewc_anchor == "global" and anchor_at_current_weights(learner.strategy):
-            state.base = base = dump_strategy(learner)  # every round of this experience restores this anchor
+        if opens and fed.ewc_anchor == "global":
+            moved = anchor_at_current_weights(learner.strategy, after=state.anchored)
+            if moved is not None:  # every round of this experience restores the moved anchor
+                state.base, state.anchored = dump_strategy(learner), moved
     n = len(tokens.train[experience].labels)
     setup = time.perf_counter() - t0
     if n:

@@ -9,6 +9,8 @@ checked without importing Flower: server parameters against the strategy class's
 """
 from __future__ import annotations
 
+import importlib
+
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -228,6 +230,20 @@ class FederatedExtension:
 
     def load(self, data: dict) -> "FederatedConfig":
         return FederatedConfig.model_validate(data)
+
+    def check(self, fed: "FederatedConfig", plugins, file: Path | None, where: str) -> None:
+        if fed.ewc_anchor == "global" and not any(_is_ewc(c) for c in plugins):
+            raise ConfigError(file, f"{where}.ewc_anchor", "global anchors move EWC's anchor, but the clients run "
+                                                           f"no EWC ({', '.join(map(str, plugins)) or 'no plugins'}); "
+                                                           "use a preset whose clients run ewc (fedavg_ewc)")
+
+
+def _is_ewc(component) -> bool:
+    """Whether a resolved plugin is Avalanche's EWCPlugin or a subclass of it."""
+    from avalanche.training.plugins import EWCPlugin  # here: Avalanche only when a scenario asks for global anchors
+
+    cls = getattr(importlib.import_module(component.module), component.cls, None)
+    return isinstance(cls, type) and issubclass(cls, EWCPlugin)
 
 
 FEDERATED = FederatedExtension()

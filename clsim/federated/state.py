@@ -64,6 +64,7 @@ class ClientState:
     rounds: int = 0  # training rounds this client has completed
     base: bytes = b""  # CL state before ``experience`` (empty: fresh strategy)
     latest: bytes = b""  # CL state after the last round on ``experience``
+    anchored: int = -1  # the last EWC experience whose anchor moved to the global model (``ewc_anchor: global``)
 
     def start_round(self, experience: int) -> bytes:
         """Move to ``experience`` if the client advanced; the state to train this round from."""
@@ -79,21 +80,22 @@ class ClientState:
 
     def save(self, state: RecordDict) -> None:
         state[KEY] = ConfigRecord({"experience": self.experience, "rounds": self.rounds,
-                                   "base": self.base, "latest": self.latest})
+                                   "base": self.base, "latest": self.latest, "anchored": self.anchored})
 
     @classmethod
     def load(cls, state: RecordDict) -> "ClientState":
         if KEY not in state:
             return cls()
         rec = state[KEY]
-        return cls(int(rec["experience"]), int(rec["rounds"]), bytes(rec["base"]), bytes(rec["latest"]))
+        return cls(int(rec["experience"]), int(rec["rounds"]), bytes(rec["base"]), bytes(rec["latest"]),
+                   int(rec.get("anchored", -1)))
 
     def write(self, path: Path) -> None:
         """Atomically to ``path`` (weights_only-loadable: the blobs as uint8 tensors)."""
         blob = lambda b: torch.frombuffer(bytearray(b), dtype=torch.uint8) if b else torch.empty(0, dtype=torch.uint8)  # noqa: E731
         buf = io.BytesIO()
         torch.save({"experience": self.experience, "rounds": self.rounds, "base": blob(self.base),
-                    "latest": blob(self.latest)}, buf)
+                    "latest": blob(self.latest), "anchored": self.anchored}, buf)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(Path(path), buf.getvalue())
 
@@ -103,7 +105,8 @@ class ClientState:
         if not Path(path).is_file():
             return cls()
         d = torch.load(path, weights_only=True)
-        return cls(int(d["experience"]), int(d["rounds"]), d["base"].numpy().tobytes(), d["latest"].numpy().tobytes())
+        return cls(int(d["experience"]), int(d["rounds"]), d["base"].numpy().tobytes(), d["latest"].numpy().tobytes(),
+                   int(d.get("anchored", -1)))
 
 
 def client_file(state_dir: str | Path, client: int) -> Path:
