@@ -46,7 +46,7 @@ anchors-report: $(VENV)/.stamp-run
 	rm -rf results/fed_ewc_anchors/evidence
 	$(BIN)/clsim run scenarios/fed_ewc_anchors.yaml --run-id evidence
 	$(BIN)/clsim compare results/fed_ewc_anchors/evidence results/drift_sentiment_report/reference/fedavg \
-		--baseline fedavg --output results/fed_ewc_anchors
+		--baseline fedavg --baseline fedavg_ewc_local --output results/fed_ewc_anchors
 
 clean:
 	rm -rf $(VENV)

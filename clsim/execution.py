@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import site
 from pathlib import Path
 
 import ray
@@ -33,12 +35,28 @@ LOG_FILE = "run.log"
 ROUTED = ("transformers", "ray", "py.warnings")
 
 
+class PortableFormatter(logging.Formatter):
+    """Log lines that name no machine's folders: the installed packages' folder is written
+    ``<site-packages>`` and the working folder ``.`` (libraries log where they loaded weights from)."""
+
+    def __init__(self, fmt: str):
+        super().__init__(fmt)
+        self.prefixes = sorted({(p, "<site-packages>") for p in site.getsitepackages() + [site.getusersitepackages()]}
+                               | {(os.getcwd(), ".")}, key=lambda pr: -len(pr[0]))
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        for prefix, name in self.prefixes:
+            line = line.replace(prefix, name)
+        return line
+
+
 @contextlib.contextmanager
 def run_log(run_dir: Path):
     """Within the block, what libraries log goes to ``<run>/run.log`` instead of the console
     (clsim's own progress and summary stay there); transformers' loading bars are off."""
     handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setFormatter(PortableFormatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
     saved = [(lg, lg.handlers[:], lg.propagate) for lg in map(logging.getLogger, ROUTED)]
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()

@@ -128,3 +128,17 @@ def test_plan_json_names_the_scenario_from_the_run_folder(tmp_path):
     assert json.loads((run / "plan.json").read_text())["file"] == "../../../scenarios/s.yaml"
     assert str(tmp_path) not in (run / "plan.json").read_text()
     assert read_plan(run).file == scenario.resolve()
+
+
+def test_run_log_names_no_machine_folders():
+    """What libraries log into <run>/run.log (e.g. where weights were loaded from) names the
+    installed packages' folder and the working folder by placeholders."""
+    import logging
+    import site
+
+    from clsim.execution import PortableFormatter
+
+    fmt = PortableFormatter("%(message)s")
+    msg = f"from: {site.getsitepackages()[0]}/some_model/model; data {os.getcwd()}/results/x"
+    line = fmt.format(logging.LogRecord("t", logging.WARNING, "", 0, msg, None, None))
+    assert line == "from: <site-packages>/some_model/model; data ./results/x"
