@@ -22,8 +22,8 @@ def anchor_at_current_weights(strategy, after: int) -> int | None:
     moved: a client that had no data for an experience trains nothing and keeps its latest key).
     The experience whose anchor moved, or None."""
     for plugin in strategy.plugins:
-        if isinstance(plugin, EWCPlugin) and plugin.saved_params and max(plugin.saved_params) > after:
-            latest = max(plugin.saved_params)
+        latest = max(plugin.saved_params, default=-1) if isinstance(plugin, EWCPlugin) else -1
+        if latest > after:
             plugin.saved_params[latest] = copy_params_dict(strategy.model)
             return latest
     return None

@@ -9,8 +9,6 @@ checked without importing Flower: server parameters against the strategy class's
 """
 from __future__ import annotations
 
-import importlib
-
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -239,11 +237,10 @@ class FederatedExtension:
 
 
 def _is_ewc(component) -> bool:
-    """Whether a resolved plugin is Avalanche's EWCPlugin or a subclass of it."""
-    from avalanche.training.plugins import EWCPlugin  # here: Avalanche only when a scenario asks for global anchors
-
-    cls = getattr(importlib.import_module(component.module), component.cls, None)
-    return isinstance(cls, type) and issubclass(cls, EWCPlugin)
+    """Whether a resolved plugin is Avalanche's EWCPlugin or a subclass of it (read from source, as
+    every config check here: validating a scenario imports no Avalanche)."""
+    info = signatures.class_info(component.module, component.cls)
+    return info is not None and "EWCPlugin" in (info.name, *info.ancestors)
 
 
 FEDERATED = FederatedExtension()
