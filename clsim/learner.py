@@ -36,7 +36,7 @@ from clsim.models import (
 )
 from clsim.strategies import build_strategy
 from clsim.strategies import state as cl_state
-from clsim.strategies.plugins import ProbePlugin
+from clsim.strategies.plugins import EarlyStoppingPlugin, ProbePlugin
 
 
 class _TokenDataset(Dataset):
@@ -149,6 +149,11 @@ class Learner:
             self.model = build_model(self.scenario.model, len(self.tokens.label_names), self.scenario.seed)
         self.probe = ProbePlugin(self.on_batch)
         self.cached = self.cache_features and self.model.backbone_frozen
+        stopping = self.spec.train.patience > 0
+        if stopping and not self.tokens.val:
+            raise ConfigError(None, f"strategies[{self.spec.name}].train.patience",
+                              "early stopping scores epochs on validation splits; set "
+                              "stream.val_per_experience > 0, or patience: 0")
         if self.cached:
             t0 = time.perf_counter()
             self.model.to(self.device)
@@ -157,6 +162,7 @@ class Learner:
                 self.spec.train.precision)
             self.train_features = [feats(s) for s in self.tokens.train]
             self.test_features = [feats(s) for s in self.tokens.test]
+            self.val_features = [feats(s) for s in self.tokens.val] if stopping else []
             trained = FeatureHead(self.model.head)
             train = [features_to_avalanche(f, s.labels) for f, s in zip(self.train_features, self.tokens.train)]
             test = [features_to_avalanche(f, s.labels) for f, s in zip(self.test_features, self.tokens.test)]
@@ -166,7 +172,8 @@ class Learner:
             train = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.train]
             test = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test]
         train = with_sample_ids(train)  # checkpoints store buffers as ids into the stream
-        self.strategy = build_strategy(self.spec, trained, self.spec.train, self.device, [self.probe])
+        self.strategy = build_strategy(self.spec, trained, self.spec.train, self.device, [self.probe],
+                                       score=self.val_accuracy if stopping else None)
         # with_task_labels: experiences expose task labels, so Avalanche's loaders use our collate
         self.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
 
@@ -209,17 +216,34 @@ class Learner:
 
     # ------------------------------------------------------------------ what clsim.lifecycle reads
     def costs(self) -> dict:
-        p = self.probe
+        p, stop = self.probe, self.plugin(EarlyStoppingPlugin)
         return {"train_seconds": float(sum(p.train_seconds)) + self.feature_seconds,
                 "eval_seconds": float(sum(self.eval_seconds)),
                 "samples_trained": int(sum(p.samples)), "trainable_params": self.trainable_params,
                 "per_experience": {"train_seconds": p.train_seconds, "samples": p.samples,
-                                   "loss": p.loss, "reg_ratio": p.reg_ratio}}
+                                   "loss": p.loss, "reg_ratio": p.reg_ratio},
+                # early stopping: per trained experience, the epochs run and the one kept (0: the probe's model)
+                **({"epochs_trained": int(sum(stop.epochs)), "early_stopping": stop.state_dict()} if stop else {})}
 
     def scalars(self, i: int) -> dict[str, float]:
-        p = self.probe
-        return {"train/loss": p.loss[-1], "train/reg_ratio": p.reg_ratio[-1],
-                "cost/train_seconds": p.train_seconds[-1], "cost/samples": p.samples[-1]}
+        p, stop = self.probe, self.plugin(EarlyStoppingPlugin)
+        out = {"train/loss": p.loss[-1], "train/reg_ratio": p.reg_ratio[-1],
+               "cost/train_seconds": p.train_seconds[-1], "cost/samples": p.samples[-1]}
+        if stop and stop.experience and stop.experience[-1] == i:
+            out |= {"train/epochs": stop.epochs[-1], "train/best_epoch": stop.best_epoch[-1],
+                    "train/val_acc": stop.best_score[-1]}
+        return out
+
+    def val_accuracy(self, i: int) -> float:
+        """The model's accuracy on experience ``i``'s validation split: early stopping's score (the
+        plugin gets this function, not the data, so no test split is within its reach)."""
+        n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
+        if self.cached:
+            C = feature_confusion_row(self.model.head, [self.val_features[i]], [self.tokens.val[i].labels], n, bs,
+                                      self.device, precision)[0]
+        else:
+            C = confusion_row(self.model, [self.tokens.val[i]], n, bs, self.device, precision)[0]
+        return M.accuracy(C)
 
     def extra(self) -> dict:
         return {}

@@ -135,10 +135,14 @@ class TrainConfig(Strict):
     backbone's cached features (``lp_epochs`` at ``lp_lr``, LinearProbePlugin), then fine-tune
     everything for ``epochs`` at ``lr`` with AdamW (``weight_decay``) under a linear warmup
     (``warmup``: a fraction of the experience's steps) and linear decay to 0
-    (WarmupSchedulePlugin). The schedule and the probe restart at every experience. A strategy
+    (WarmupSchedulePlugin). With ``patience`` the epochs stop early on the experience's validation
+split and the best epoch is kept. The schedule and the probe restart at every experience. A strategy
     entry may override any of these (``train: {epochs: 2}``)."""
 
-    epochs: PositiveInt = 1
+    epochs: PositiveInt = 1  # with ``patience``: the most epochs an experience trains
+    # early stopping: stop after this many epochs without a better validation accuracy and keep the
+    # best epoch (the probe's model is epoch 0); 0 trains all ``epochs`` (EarlyStoppingPlugin)
+    patience: Annotated[int, Field(ge=0)] = 0
     batch_size: PositiveInt = 16
     eval_batch_size: PositiveInt = 64
     lr: PositiveFloat = 5e-5

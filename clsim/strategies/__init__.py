@@ -13,6 +13,7 @@ from avalanche.training.plugins import EvaluationPlugin
 from clsim.config import Component, StrategyPlan, TrainConfig
 from clsim.strategies.plugins import (
     AutocastPlugin,
+    EarlyStoppingPlugin,
     LengthGroupedBatchesPlugin,
     LinearProbePlugin,
     WarmupSchedulePlugin,
@@ -37,21 +38,24 @@ def make_optimizer(params, train: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
 
 
-def recipe_plugins(model: torch.nn.Module, train: TrainConfig) -> list:
+def recipe_plugins(model: torch.nn.Module, train: TrainConfig, score=None) -> list:
     """The training recipe every preset gets (``TrainConfig``): the linear probe before each
     experience's fine-tuning — unless the backbone is frozen (``finetune: head``: the learner
-    already trains the head alone, on cached features) — and the warmup/decay schedule."""
+    already trains the head alone, on cached features) —, early stopping after it (``patience``;
+    ``score``: experience index -> validation accuracy) and the warmup/decay schedule."""
     probe = train.lp_epochs > 0 and getattr(model, "backbone_frozen", True) is False
     initial = {k: v.detach().clone() for k, v in model.head.state_dict().items()} if probe else None
     return [*([LinearProbePlugin(train.lp_epochs, train.lp_lr, train.weight_decay, train.batch_size,
                                  train.precision, initial_head=initial if train.lp_when == "new_head" else None)]
               if probe else []),
+            *([EarlyStoppingPlugin(train.patience, score)] if train.patience else []),
             WarmupSchedulePlugin(train.warmup, train.schedule)]
 
 
 def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfig, device: str,
-                   first_plugins: list = ()):
-    """The Avalanche strategy for ``spec`` trained as ``train`` says; ``first_plugins`` run before
+                   first_plugins: list = (), score=None):
+    """The Avalanche strategy for ``spec`` trained as ``train`` says (``score``: validation accuracy
+    of experience i, for early stopping); ``first_plugins`` run before
     the preset's plugins, the recipe's after them (they must see a periodic reset, a from-scratch
     reset, replay's loader and the epoch count the preset's plugins set)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -59,7 +63,7 @@ def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfi
     # speed options wrap every preset the same way; length grouping goes before the preset's
     # plugins so one that brings its own loader (replay) keeps it
     grouping = [LengthGroupedBatchesPlugin()] if train.group_by_length else []
-    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins), *recipe_plugins(model, train)]
+    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins), *recipe_plugins(model, train, score)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))
     return build(spec.template, model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),

@@ -1,6 +1,7 @@
 """Avalanche plugins for what Avalanche lacks. Presets name them by class."""
 from clsim.strategies.plugins.autocast import AutocastPlugin
 from clsim.strategies.plugins.balanced_replay import BalancedReplayPlugin
+from clsim.strategies.plugins.early_stopping import EarlyStoppingPlugin
 from clsim.strategies.plugins.length_grouped import LengthGroupedBatchesPlugin
 from clsim.strategies.plugins.linear_probe import LinearProbePlugin
 from clsim.strategies.plugins.lwf_eval_teacher import EvalTeacherLwFPlugin
@@ -9,5 +10,5 @@ from clsim.strategies.plugins.periodic_refinetune import PeriodicRefinetunePlugi
 from clsim.strategies.plugins.probe import ProbePlugin
 from clsim.strategies.plugins.warmup_schedule import WarmupSchedulePlugin
 
-__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "EvalTeacherLwFPlugin", "LengthGroupedBatchesPlugin",
+__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "EarlyStoppingPlugin", "EvalTeacherLwFPlugin", "LengthGroupedBatchesPlugin",
            "LinearProbePlugin", "OnlinePolicyPlugin", "PeriodicRefinetunePlugin", "ProbePlugin", "WarmupSchedulePlugin"]
