@@ -81,7 +81,11 @@ def check(plan: Plan, name: str, space: dict[str, Dimension], extensions: tuple 
     if not space:
         raise ConfigError(plan.file, f"tune.space.{name}", "nothing to search; give parameters in the scenario's "
                                                            "tune.space or with --space")
-    trial_strategy(plan, name, {k: d.example() for k, d in space.items()}, extensions)
+    trial = trial_strategy(plan, name, {k: d.example() for k, d in space.items()}, extensions)
+    if trial.train.patience:
+        raise ConfigError(plan.file, "train.patience", "a trial is scored on the validation splits; early stopping "
+                                                       "would choose its epochs on the same data: set patience: 0 "
+                                                       "(and tune train.epochs instead)")
 
 
 def _trial(config: dict, *, plan: Plan, name: str, tokens: TokenizedStream, metric: str, extensions: tuple,

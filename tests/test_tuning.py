@@ -58,6 +58,8 @@ def test_space_parsing_and_checks(make_scenario):
         check(plan, "ewc", {"ewc_lambda": Dimension(choice=["lots"])})
     with pytest.raises(ConfigError, match="--strategy"):
         check(plan, "lwf", space)
+    with pytest.raises(ConfigError, match="early stopping would choose its epochs on the same data"):
+        check(plan, "ewc", parse_space(["train.patience=grid:1,2"]))  # trials score on validation already
 
 
 def test_tune_block_is_validated(tmp_path):
