@@ -235,11 +235,13 @@ def compare(
                                                      "there is one, else ./comparison)."),
     baseline: Optional[list[str]] = typer.Option(None, help="Also show paired differences to this strategy "
                                                             "(repeatable)."),
+    pool_seeds: bool = typer.Option(False, "--pool-seeds", help="One entry per strategy over the seeds of every "
+                                    "run given (same strategy and recipe, different seeds)."),
 ):
     """Compare strategies from one or more runs: a table, comparison.md/.csv and PNG plots."""
     from clsim import report  # here: matplotlib takes a second to import
 
-    entries = report.load(run_dirs)
+    entries = report.load(run_dirs, pool_seeds)
     out = output or (run_dirs[0] if len(run_dirs) == 1 and run_dirs[0].is_dir() else Path("comparison"))
     written = report.write_comparison(entries, out, baseline or ())
     console.print(_table("comparison (accuracy in [0, 1]; bwt < 0 and forgetting > 0 mean forgetting)",

@@ -44,11 +44,13 @@ PLOTS = ("accuracy_per_experience.png", "average_accuracy.png", "accuracy_matric
 
 @dataclass
 class Entry:
-    """One strategy run: its label in the comparison, where it came from, its metrics.json."""
+    """One strategy run: its label in the comparison, where it came from (``more``: other run
+    folders whose seeds it merged), its metrics.json."""
 
     label: str
     path: Path
     doc: dict
+    more: tuple[Path, ...] = ()
 
     @property
     def names(self) -> list[str]:
@@ -124,13 +126,50 @@ def _labels(files: list[Path], docs: list[dict]) -> list[str]:
     return [f"{label} #{k}" for k, label in enumerate(labels)]
 
 
-def load(paths: Sequence[Path]) -> list[Entry]:
-    """Every strategy found under ``paths``, in the order given (files sorted within a folder)."""
+def load(paths: Sequence[Path], pool_seeds: bool = False) -> list[Entry]:
+    """Every strategy found under ``paths``, in the order given (files sorted within a folder).
+    ``pool_seeds``: the same strategy, run the same way, in several run folders with different
+    seeds (``make run``'s seed 0 and the report's seeds 1 and 2) is one entry over all of them."""
     files: list[Path] = []
     for p in paths:
         files += [f for f in metrics_files(Path(p)) if f not in files]
     docs = [_read(f) for f in files]
-    return [Entry(label, f.parent, d) for label, f, d in zip(_labels(files, docs), files, docs)]
+    if not pool_seeds:
+        return [Entry(label, f.parent, d) for label, f, d in zip(_labels(files, docs), files, docs)]
+    groups: list[list[int]] = []  # indices of the files that are one strategy, first file first
+    for k, d in enumerate(docs):
+        group = next((g for g in groups if _same_run_of(d, [docs[i] for i in g])), None)
+        if group is None:
+            groups.append([k])
+        else:
+            group.append(k)
+    docs = [_merged([files[i] for i in g], [docs[i] for i in g]) for g in groups]
+    more = [tuple(files[i].parent.parent for i in g[1:]) for g in groups]
+    files = [files[g[0]] for g in groups]
+    return [Entry(label, f.parent, d, m) for label, f, d, m in zip(_labels(files, docs), files, docs, more)]
+
+
+def _same_run_of(doc: dict, group: list[dict]) -> bool:
+    """``doc`` holds more seeds of ``group``'s strategy: the same name, experiences and
+    hyper-parameters (the seed aside), and seeds none of the group has."""
+    first = group[0]
+    if doc.get("strategy") != first.get("strategy") or not all("per_seed" in d for d in (doc, first)):
+        return False
+    params = lambda d: {k: v for k, v in (d.get("hparams") or {}).items() if k != "seed"}  # noqa: E731
+    taken = {s for d in group for s in d.get("seeds") or []}
+    return (doc["experiences"] == first["experiences"] and params(doc) == params(first)
+            and not taken & set(doc.get("seeds") or []))
+
+
+def _merged(files: list[Path], docs: list[dict]) -> dict:
+    """One strategy's documents from several runs, aggregated again over all their seeds' documents."""
+    if len(docs) == 1:
+        return docs[0]
+    from clsim.results import aggregate
+
+    seeds = [s for d in docs for s in d["seeds"]]
+    per_seed = [_read(f.parent / f"seed_{s}" / "metrics.json") for f, d in zip(files, docs) for s in d["seeds"]]
+    return aggregate(per_seed, sorted(seeds))
 
 
 # --------------------------------------------------------------------------- tables
@@ -157,7 +196,10 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Seq
     for block in blocks:
         if block:
             lines += ["", *block]
-    lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`" for e in entries]
+    lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`"
+                                     + "".join(f" and run `{m.name}`" for m in e.more)
+                                     + (f" (seeds {', '.join(map(str, e.doc['seeds']))})" if e.more else "")
+                                     for e in entries]
     if plots:
         lines += [""] + [f"![{Path(p).stem.replace('_', ' ')}]({Path(p).name})" for p in plots]
     return "\n".join(lines) + "\n"
