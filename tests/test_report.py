@@ -202,32 +202,32 @@ def test_hparams_dashboard_adds_bytes_of_federated_runs_and_is_idempotent(runs, 
 
 
 def _run_of(tmp_path, name: str, seeds: list[int], edit=None):
-    """A run folder holding the committed reference report's naive for ``seeds`` (aggregated as
-    `clsim run` writes it); ``edit`` changes every seed's document."""
+    """A run folder holding the committed FedAvg baseline of the anchors evidence for ``seeds``
+    (aggregated as `clsim run` writes it); ``edit`` changes every seed's document."""
     from clsim.results import aggregate
 
-    ref = REFERENCE / "naive"
+    ref = REFERENCE
     docs = []
     for s in seeds:
         doc = json.loads((ref / f"seed_{s}" / "metrics.json").read_text())
         if edit:
             edit(doc)
-        write_strategy_results(tmp_path / name / "naive" / f"seed_{s}", doc)
+        write_strategy_results(tmp_path / name / "fedavg" / f"seed_{s}", doc)
         docs.append(doc)
-    write_strategy_results(tmp_path / name / "naive", aggregate(docs, seeds))
+    write_strategy_results(tmp_path / name / "fedavg", aggregate(docs, seeds))
     return tmp_path / name
 
 
-REFERENCE = Path(__file__).parent.parent / "results" / "drift_sentiment_report" / "reference"
+REFERENCE = Path(__file__).parent.parent / "results" / "fed_ewc_anchors" / "evidence" / "fedavg"
 
 
 def test_seeds_of_one_strategy_from_two_runs_are_one_entry(tmp_path):
     """`make run`'s seed 0 and the report's seeds 1, 2 compare as the three-seed strategy."""
-    whole = report.load([REFERENCE / "naive"])[0].doc
+    whole = report.load([REFERENCE])[0].doc
     a, b = _run_of(tmp_path, "a", [0]), _run_of(tmp_path, "b", [1, 2])
     assert len(report.load([a, b])) == 2  # pooled only when asked
     (entry,) = report.load([a, b], pool_seeds=True)
-    assert entry.label == "naive" and entry.doc["seeds"] == [0, 1, 2] and entry.more == (b,)
+    assert entry.label == "fedavg" and entry.doc["seeds"] == [0, 1, 2] and entry.more == (b,)
     for m in ("acc", "bal_acc", "forgetting", "learning_acc"):
         assert entry.doc[m] == pytest.approx(whole[m]) and entry.doc["intervals"][m] == pytest.approx(whole["intervals"][m])
         assert entry.doc["per_seed"][m] == pytest.approx(whole["per_seed"][m])
@@ -235,4 +235,4 @@ def test_seeds_of_one_strategy_from_two_runs_are_one_entry(tmp_path):
     # the same seed twice, or another recipe: two entries, not one
     assert len(report.load([a, _run_of(tmp_path, "c", [0, 1])], pool_seeds=True)) == 2
     other = _run_of(tmp_path, "d", [1, 2], edit=lambda d: d["hparams"].update(epochs=2))
-    assert [e.label for e in report.load([a, other], pool_seeds=True)] == ["a/naive", "d/naive"]
+    assert [e.label for e in report.load([a, other], pool_seeds=True)] == ["a/fedavg", "d/fedavg"]
