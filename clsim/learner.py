@@ -151,7 +151,7 @@ class Learner:
         self.cached = self.cache_features and self.model.backbone_frozen
         stopping = self.spec.train.patience > 0
         if stopping and not self.tokens.val:
-            raise ConfigError(None, f"strategies[{self.spec.name}].train.patience",
+            raise ConfigError(None, "train.patience",
                               "early stopping scores epochs on validation splits; set "
                               "stream.val_per_experience > 0, or patience: 0")
         if self.cached:

@@ -136,9 +136,11 @@ def load(paths: Sequence[Path], pool_seeds: bool = False) -> list[Entry]:
     docs = [_read(f) for f in files]
     if not pool_seeds:
         return [Entry(label, f.parent, d) for label, f, d in zip(_labels(files, docs), files, docs)]
+    recipes = [_recipe(f) for f in files]
     groups: list[list[int]] = []  # indices of the files that are one strategy, first file first
     for k, d in enumerate(docs):
-        group = next((g for g in groups if _same_run_of(d, [docs[i] for i in g])), None)
+        group = next((g for g in groups if recipes[k] == recipes[g[0]] and _same_run_of(d, [docs[i] for i in g])),
+                     None)
         if group is None:
             groups.append([k])
         else:
@@ -147,6 +149,21 @@ def load(paths: Sequence[Path], pool_seeds: bool = False) -> list[Entry]:
     more = [tuple(files[i].parent.parent for i in g[1:]) for g in groups]
     files = [files[g[0]] for g in groups]
     return [Entry(label, f.parent, d, m) for label, f, d, m in zip(_labels(files, docs), files, docs, more)]
+
+
+def _recipe(file: Path) -> dict | None:
+    """How a strategy's metrics.json was made, from its run folder's plan.json: the model, the
+    stream (sizes, topics, protocol) and the strategy's resolved plugins and training options."""
+    plan = file.parent.parent / "plan.json"
+    try:
+        p = json.loads(plan.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    spec = next((s for s in p.get("strategies", []) if s.get("name") == file.parent.name), None)
+    if spec is None:
+        return None
+    return {"model": p["scenario"].get("model"), "stream": p["scenario"].get("stream"),
+            **{k: spec.get(k) for k in ("preset", "template", "plugins", "train", "extensions")}}
 
 
 def _same_run_of(doc: dict, group: list[dict]) -> bool:
@@ -168,8 +185,8 @@ def _merged(files: list[Path], docs: list[dict]) -> dict:
     from clsim.results import aggregate
 
     seeds = [s for d in docs for s in d["seeds"]]
-    per_seed = [_read(f.parent / f"seed_{s}" / "metrics.json") for f, d in zip(files, docs) for s in d["seeds"]]
-    return aggregate(per_seed, sorted(seeds))
+    found = [f.parent / f"seed_{s}" / "metrics.json" for f, d in zip(files, docs) for s in d["seeds"]]
+    return aggregate([_read(f) for f in found if f.is_file()], sorted(seeds))  # a seed still running: none yet
 
 
 # --------------------------------------------------------------------------- tables
@@ -197,7 +214,7 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Seq
         if block:
             lines += ["", *block]
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`"
-                                     + "".join(f" and run `{m.name}`" for m in e.more)
+                                     + "".join(f" and run `{m.parent.name}/{m.name}`" for m in e.more)
                                      + (f" (seeds {', '.join(map(str, e.doc['seeds']))})" if e.more else "")
                                      for e in entries]
     if plots:

@@ -64,12 +64,11 @@ def trial_strategy(plan: Plan, name: str, config: dict, extensions: tuple = ()) 
     index = next(k for k, ref in enumerate(plan.scenario.strategies) if ref.run_name == name)
     ref = plan.scenario.strategies[index]
     params = {k: v for k, v in config.items() if not k.startswith("train.")}
-    train = {**ref.overrides.get("train", {}), **{k[len("train."):]: v for k, v in config.items()
-                                                 if k.startswith("train.")}}
+    train = {**(ref.train or {}), **{k[len("train."):]: v for k, v in config.items() if k.startswith("train.")}}
     trial_ref = StrategyRef.model_validate({"preset": ref.preset, "name": ref.run_name, **ref.overrides,
                                            **params, **({"train": train} if train else {})})
     return resolve_strategy(trial_ref, file=plan.file, index=index, experiences=plan.experiences,
-                            extensions=extensions)
+                            extensions=extensions, train=plan.scenario.train)
 
 
 def check(plan: Plan, name: str, space: dict[str, Dimension], extensions: tuple = ()) -> None:
@@ -82,7 +81,7 @@ def check(plan: Plan, name: str, space: dict[str, Dimension], extensions: tuple 
         raise ConfigError(plan.file, f"tune.space.{name}", "nothing to search; give parameters in the scenario's "
                                                            "tune.space or with --space")
     trial = trial_strategy(plan, name, {k: d.example() for k, d in space.items()}, extensions)
-    if trial.train.patience:
+    if trial.train.patience or "train.patience" in space:
         raise ConfigError(plan.file, "train.patience", "a trial is scored on the validation splits; early stopping "
                                                        "would choose its epochs on the same data: set patience: 0 "
                                                        "(and tune train.epochs instead)")

@@ -201,10 +201,16 @@ def test_hparams_dashboard_adds_bytes_of_federated_runs_and_is_idempotent(runs, 
     assert "hparam/bytes_up" not in sessions["naive/seed_0"][1]
 
 
-def _run_of(tmp_path, name: str, seeds: list[int], edit=None):
+def _run_of(tmp_path, name: str, seeds: list[int], edit=None, freeze_layers: int = 0):
     """A run folder holding the committed FedAvg baseline of the anchors evidence for ``seeds``
-    (aggregated as `clsim run` writes it); ``edit`` changes every seed's document."""
+    (aggregated as `clsim run` writes it, with a plan.json naming the model); ``edit`` changes
+    every seed's document."""
     from clsim.results import aggregate
+
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "plan.json").write_text(json.dumps({"scenario": {
+        "model": {"pretrained": "minilm", "finetune": "partial", "freeze_layers": freeze_layers}, "stream": {}},
+        "strategies": [{"name": "fedavg", "preset": "fedavg", "train": {"epochs": 1}}]}))
 
     ref = REFERENCE
     docs = []
@@ -231,8 +237,12 @@ def test_seeds_of_one_strategy_from_two_runs_are_one_entry(tmp_path):
     for m in ("acc", "bal_acc", "forgetting", "learning_acc"):
         assert entry.doc[m] == pytest.approx(whole[m]) and entry.doc["intervals"][m] == pytest.approx(whole["intervals"][m])
         assert entry.doc["per_seed"][m] == pytest.approx(whole["per_seed"][m])
-    assert "in run `a` and run `b` (seeds 0, 1, 2)" in report.markdown([entry])
+    assert f"in run `a` and run `{tmp_path.name}/b` (seeds 0, 1, 2)" in report.markdown([entry])
     # the same seed twice, or another recipe: two entries, not one
     assert len(report.load([a, _run_of(tmp_path, "c", [0, 1])], pool_seeds=True)) == 2
     other = _run_of(tmp_path, "d", [1, 2], edit=lambda d: d["hparams"].update(epochs=2))
     assert [e.label for e in report.load([a, other], pool_seeds=True)] == ["a/fedavg", "d/fedavg"]
+    frozen = _run_of(tmp_path, "e", [1, 2], freeze_layers=2)  # same metrics' hparams, another model
+    assert len(report.load([a, frozen], pool_seeds=True)) == 2
+    (tmp_path / "b" / "fedavg" / "seed_2" / "metrics.json").unlink()  # a seed still running
+    assert report.load([a, b], pool_seeds=True)[0].doc["seeds_done"] == [0, 1]

@@ -58,8 +58,23 @@ def test_space_parsing_and_checks(make_scenario):
         check(plan, "ewc", {"ewc_lambda": Dimension(choice=["lots"])})
     with pytest.raises(ConfigError, match="--strategy"):
         check(plan, "lwf", space)
-    with pytest.raises(ConfigError, match="early stopping would choose its epochs on the same data"):
-        check(plan, "ewc", parse_space(["train.patience=grid:1,2"]))  # trials score on validation already
+    for patience in ("grid:1,2", "grid:0,2"):  # trials score on validation already
+        with pytest.raises(ConfigError, match="early stopping would choose its epochs on the same data"):
+            check(plan, "ewc", parse_space([f"train.patience={patience}"]))
+    stopping = make_scenario(strategies=["naive", "ewc"], train={"epochs": 2, "patience": 1},
+                             stream={**scenario_dict()["stream"], "val_per_experience": 8})
+    with pytest.raises(ConfigError, match="early stopping"):
+        check(plan_of(stopping), "ewc", space)  # the scenario's recipe reaches the trials
+
+
+def test_trials_train_with_the_scenarios_and_the_entrys_recipe(make_scenario):
+    from clsim.tuning import trial_strategy
+
+    sc = make_scenario(strategies=["naive", {"preset": "ewc", "train": {"lr": 3e-4}}],
+                       train={"epochs": 3, "batch_size": 8, "lr": 1e-3})
+    trial = trial_strategy(plan_of(sc), "ewc", {"ewc_lambda": 10.0, "train.warmup": 0.2})
+    assert (trial.train.epochs, trial.train.batch_size, trial.train.lr, trial.train.warmup) == (3, 8, 3e-4, 0.2)
+    assert trial_strategy(plan_of(sc), "naive", {}).train.lr == 1e-3
 
 
 def test_tune_block_is_validated(tmp_path):
