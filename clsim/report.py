@@ -213,8 +213,9 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Seq
     for block in blocks:
         if block:
             lines += ["", *block]
-    lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{e.path.parent.name}`"
-                                     + "".join(f" and run `{m.parent.name}/{m.name}`" for m in e.more)
+    where = lambda run, pooled: f"{run.parent.name}/{run.name}" if pooled else run.name  # noqa: E731
+    lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{where(e.path.parent, e.more)}`"
+                                     + "".join(f" and run `{where(m, True)}`" for m in e.more)
                                      + (f" (seeds {', '.join(map(str, e.doc['seeds']))})" if e.more else "")
                                      for e in entries]
     if plots:

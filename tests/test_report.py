@@ -237,7 +237,7 @@ def test_seeds_of_one_strategy_from_two_runs_are_one_entry(tmp_path):
     for m in ("acc", "bal_acc", "forgetting", "learning_acc"):
         assert entry.doc[m] == pytest.approx(whole[m]) and entry.doc["intervals"][m] == pytest.approx(whole["intervals"][m])
         assert entry.doc["per_seed"][m] == pytest.approx(whole["per_seed"][m])
-    assert f"in run `a` and run `{tmp_path.name}/b` (seeds 0, 1, 2)" in report.markdown([entry])
+    assert f"in run `{tmp_path.name}/a` and run `{tmp_path.name}/b` (seeds 0, 1, 2)" in report.markdown([entry])
     # the same seed twice, or another recipe: two entries, not one
     assert len(report.load([a, _run_of(tmp_path, "c", [0, 1])], pool_seeds=True)) == 2
     other = _run_of(tmp_path, "d", [1, 2], edit=lambda d: d["hparams"].update(epochs=2))
