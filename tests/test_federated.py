@@ -218,6 +218,29 @@ def test_replay_state_survives_rounds_in_context_state():
     assert from_0 > 0 and sum(s in shard[1] for s in buf) > 0 and from_0 + sum(s in shard[1] for s in buf) == len(buf)
 
 
+@pytest.mark.parametrize("when, probed", [("new_head", [1]), ("every", [1, 2, 3])])
+def test_a_client_probes_a_new_head_only(when, probed, monkeypatch):
+    """``lp_when: new_head`` on a Flower client: the probe runs in round 1 (the global head is the
+    seeded initial one) and not once the head has been trained, although every round builds the
+    strategy after loading the global arrays; ``every`` probes each round."""
+    from clsim.federated.worker import clear
+    from clsim.strategies.plugins import LinearProbePlugin
+
+    clear()  # a model built in this test keeps its initial head
+    sc = fed_scenario(rounds_per_experience=2)
+    sc = sc.model_copy(update={"train": sc.train.model_copy(update={"lp_epochs": 2, "lp_when": when})})
+    job = resolve_job(sc, None)
+    ctx = context(0)
+    assert not join(job, ctx).has_error()
+    fits, real = [], LinearProbePlugin.fit
+    rnd = [0]
+    monkeypatch.setattr(LinearProbePlugin, "fit", lambda self, *a: (fits.append(rnd[0]), real(self, *a)))
+    arrays = to_record(global_model(job))
+    for rnd[0] in (1, 2, 3):
+        arrays = train_round(ctx, arrays, rnd[0]).content["arrays"]
+    assert fits == probed
+
+
 def test_only_trainable_parameters_travel_and_lora_is_a_small_fraction_of_full():
     """Bytes a client uploads in one round (its reply's records), full vs head vs LoRA."""
     sent = {}

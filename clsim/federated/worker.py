@@ -104,9 +104,17 @@ def client_tokens(job: Job, client: int) -> TokenizedStream:
 
 def shared_model(cfg: ModelConfig, num_labels: int, seed: int, device: str) -> TextClassifier:
     """This process's model of ``cfg`` (built on first use, on ``device``; one architecture at a
-    time). Whoever uses it loads the global arrays first, and calls :func:`release` when done."""
+    time). Whoever uses it loads the global arrays first, and calls :func:`release` when done.
+    ``model.initial_head`` keeps the head it was built with — the federation's initial head — so
+    ``train.lp_when: new_head`` still knows a head that has not been trained once global arrays
+    have been loaded over it."""
+    def build() -> TextClassifier:
+        model = build_model(cfg, num_labels, seed).to(device)
+        model.initial_head = {k: v.detach().clone() for k, v in model.head.state_dict().items()}
+        return model
+
     key = "|".join([cfg.model_dump_json(), str(num_labels), str(seed), device])
-    return _MODEL.get(key, lambda: build_model(cfg, num_labels, seed).to(device))
+    return _MODEL.get(key, build)
 
 
 def release(model: TextClassifier) -> None:
