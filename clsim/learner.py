@@ -149,11 +149,7 @@ class Learner:
             self.model = build_model(self.scenario.model, len(self.tokens.label_names), self.scenario.seed)
         self.probe = ProbePlugin(self.on_batch)
         self.cached = self.cache_features and self.model.backbone_frozen
-        stopping = self.spec.train.patience > 0
-        if stopping and not self.tokens.val:
-            raise ConfigError(None, "train.patience",
-                              "early stopping scores epochs on validation splits; set "
-                              "stream.val_per_experience > 0, or patience: 0")
+        stopping = self.spec.train.patience > 0  # checked against the stream by config.plan
         if self.cached:
             t0 = time.perf_counter()
             self.model.to(self.device)
@@ -237,13 +233,16 @@ class Learner:
     def val_accuracy(self, i: int) -> float:
         """The model's accuracy on experience ``i``'s validation split: early stopping's score (the
         plugin gets this function, not the data, so no test split is within its reach)."""
+        return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
+
+    def _confusions(self, splits: list, features: list | None) -> list[np.ndarray]:
+        """Confusion matrices of the model on ``splits`` (from their cached ``features`` when the
+        backbone is frozen)."""
         n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
-        if self.cached:
-            C = feature_confusion_row(self.model.head, [self.val_features[i]], [self.tokens.val[i].labels], n, bs,
-                                      self.device, precision)[0]
-        else:
-            C = confusion_row(self.model, [self.tokens.val[i]], n, bs, self.device, precision)[0]
-        return M.accuracy(C)
+        if features is not None:
+            return feature_confusion_row(self.model.head, features, [s.labels for s in splits], n, bs, self.device,
+                                         precision)
+        return confusion_row(self.model, splits, n, bs, self.device, precision)
 
     def extra(self) -> dict:
         return {}
@@ -272,12 +271,7 @@ class Learner:
             self.eval_seconds.append(0.0)
             return [c.copy() for c in self._last_eval[1]]
         t0 = time.perf_counter()
-        n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
-        if self.cached:
-            row = feature_confusion_row(self.model.head, self.test_features, [s.labels for s in self.tokens.test], n,
-                                        bs, self.device, precision)
-        else:
-            row = confusion_row(self.model, self.tokens.test, n, bs, self.device, precision)
+        row = self._confusions(self.tokens.test, self.test_features if self.cached else None)
         self.eval_seconds.append(time.perf_counter() - t0)
         self._last_eval = (self._weights_version(), row)
         return row

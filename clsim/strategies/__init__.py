@@ -44,13 +44,13 @@ def recipe_plugins(model: torch.nn.Module, train: TrainConfig, score=None) -> li
     already trains the head alone, on cached features) —, early stopping after it (``patience``;
     ``score``: experience index -> validation accuracy) and the warmup/decay schedule."""
     probe = train.lp_epochs > 0 and getattr(model, "backbone_frozen", True) is False
-    # the head "new_head" compares with: the one the model was built with (a Flower client's model
-    # keeps it, ``initial_head``: global arrays are loaded over it before the strategy is built)
-    initial = (getattr(model, "initial_head", None) or {k: v.detach().clone() for k, v in model.head.state_dict().items()}
-               if probe else None)
+    initial = None
+    if probe and train.lp_when == "new_head":  # the head the model was built with (a Flower client's
+        # model keeps it as ``initial_head``: global arrays are loaded over it before this runs)
+        initial = getattr(model, "initial_head", None) or {k: v.detach().clone()
+                                                           for k, v in model.head.state_dict().items()}
     return [*([LinearProbePlugin(train.lp_epochs, train.lp_lr, train.weight_decay, train.batch_size,
-                                 train.precision, initial_head=initial if train.lp_when == "new_head" else None)]
-              if probe else []),
+                                 train.precision, initial_head=initial)] if probe else []),
             *([EarlyStoppingPlugin(train.patience, score)] if train.patience else []),
             WarmupSchedulePlugin(train.warmup, train.schedule)]
 

@@ -63,7 +63,8 @@ class EarlyStoppingPlugin(SupervisedPlugin):
             strategy.stop_training()
 
     def state_dict(self) -> dict:
-        return {"experience": list(self.experience), "epochs": list(self.epochs), "best_epoch": list(self.best_epoch), "best_score": list(self.best_score)}
+        return {"experience": list(self.experience), "epochs": list(self.epochs),
+                "best_epoch": list(self.best_epoch), "best_score": list(self.best_score)}
 
     def load_state_dict(self, state: dict) -> None:
         self.experience, self.epochs = [int(v) for v in state["experience"]], [int(v) for v in state["epochs"]]
