@@ -1,7 +1,11 @@
-"""Shared fixtures: a small synthetic stream tokenised once, and scenario builders."""
+"""Shared fixtures: a small synthetic stream tokenised once, scenario builders, and one real
+`clsim run` per shipped smoke scenario that several test modules read."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +53,27 @@ def tokens_for():
         if key not in cache:
             cache[key] = tokenize_stream(build_stream(scenario.stream, scenario.seed), scenario.model)
         return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def cli_run(tmp_path_factory):
+    """``cli_run("smoke")``: one real ``clsim run scenarios/<name>.yaml --seed 0`` in a fresh Python
+    (real Ray actors), made once per session and shared: the CLI's output checks (test_cli) and
+    the golden metrics (test_golden) read the same run. Returns (run folder, stdout + stderr)."""
+    root = Path(__file__).resolve().parents[1]
+    runs: dict[str, subprocess.CompletedProcess] = {}
+
+    def get(name: str) -> tuple[Path, str]:
+        out = tmp_path_factory.getbasetemp() / f"cli_run_{name}"
+        if name not in runs:
+            runs[name] = subprocess.run([sys.executable, "-m", "clsim.cli", "run", str(root / "scenarios" / f"{name}.yaml"),
+                                         "--output", str(out), "--run-id", "g", "--device", "cpu", "--seed", "0"],
+                                        capture_output=True, text=True, timeout=900, cwd=root)
+        proc = runs[name]
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return out / name / "g", proc.stdout + proc.stderr
 
     return get
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,14 +17,10 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """One real `clsim run` of the smoke scenario (every core strategy, one actor each)."""
-    out = tmp_path_factory.mktemp("results")
-    proc = subprocess.run([sys.executable, "-m", "clsim.cli", "run", str(SMOKE), "--output", str(out),
-                           "--run-id", "r1", "--device", "cpu"],
-                          capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out / "smoke" / "r1", proc.stdout + proc.stderr
+def smoke_run(cli_run):
+    """One real `clsim run` of the smoke scenario (every core strategy, one actor each), in a fresh
+    Python; the same run test_golden compares with its golden metrics (``cli_run`` in conftest)."""
+    return cli_run("smoke")
 
 
 def smoke_strategies() -> list[str]:

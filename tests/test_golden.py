@@ -1,5 +1,6 @@
 """Behaviour pinned: a fresh `clsim run` of the smoke scenarios (seed 0) equals the metrics.json
-files saved in ``tests/golden/`` apart from timings.
+files saved in ``tests/golden/`` apart from timings. Each run is made once per session
+(``cli_run`` in conftest); test_cli checks the outputs of the same smoke run.
 
 Accuracy matrices and zero-shot rows are compared exactly (they are counts over small test
 sets); other floats (losses, regulariser ratios) within a relative tolerance, since CPUs with
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,14 +46,10 @@ def compare(got, want, path: str = "", exact: bool = False) -> list[str]:
 
 
 @pytest.mark.parametrize("scenario", ["smoke", "smoke_fed"])
-def test_fresh_run_equals_golden_metrics(scenario, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "clsim.cli", "run", str(ROOT / "scenarios" / f"{scenario}.yaml"),
-                           "--output", str(tmp_path), "--run-id", "g", "--device", "cpu", "--seed", "0"],
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_fresh_run_equals_golden_metrics(scenario, cli_run):
+    run_dir, _ = cli_run(scenario)  # `clsim run scenarios/<scenario>.yaml --seed 0`, shared with test_cli
     want = {f.stem: json.loads(f.read_text()) for f in sorted((GOLDEN / scenario).glob("*.json"))}
-    got = {f.parent.parent.name: json.loads(f.read_text())
-           for f in sorted((tmp_path / scenario / "g").glob("*/seed_0/metrics.json"))}
+    got = {f.parent.parent.name: json.loads(f.read_text()) for f in sorted(run_dir.glob("*/seed_0/metrics.json"))}
     assert sorted(got) == sorted(want)
     problems = [d for name in want for d in compare(got[name], want[name], name)]
     assert not problems, "\n".join(problems[:20])
