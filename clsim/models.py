@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from clsim.config import ConfigError, ModelConfig
 from clsim.config.pretrained import TINY_CONFIG, resolve_pretrained
@@ -108,6 +108,10 @@ def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: in
 
 
 def _backbone(cfg: ModelConfig, file) -> nn.Module:
+    # imported here: the modelling code costs seconds of import, and a process that only tokenises
+    # (a SuperNode's ClientApp answering the join query: a fresh process per message) needs none of it
+    from transformers import AutoModel, BertConfig, BertModel
+
     if cfg.pretrained == "tiny":
         vocab = load_tokenizer("tiny").vocab_size
         return BertModel(BertConfig(vocab_size=vocab, **TINY_CONFIG), add_pooling_layer=False)
