@@ -9,12 +9,14 @@ SuperNodes and ``flwr run`` on the smoke federation, then assert that every proc
 and every descendant seen, such as the SuperLink's ``flower-superexec`` in its own session —
 has stopped (each real deployment costs minutes, so one deployment carries several checks):
 
-- the CLI end to end (the results layout of ``clsim run``, auth on, the CA key gone), during which
-  an unregistered SuperNode claiming a partition is refused and never runs a ClientApp, while
-  the registered ones train both partitions;
 - a SuperNode SIGKILLed after round 1: the run never hangs, and what it wrote stays consistent;
-- a launch SIGKILLed mid-run and resumed equals an uninterrupted run of the README's manual path
-  (stock SuperLink + SuperNodes over TLS, ``flwr run`` with a run config naming the scenario file).
+- three deployments shared by two tests (the module fixture ``killed_and_resumed``): a launch
+  SIGKILLed mid-run and resumed equals an uninterrupted run of the README's manual path (stock
+  SuperLink + SuperNodes over TLS, ``flwr run`` with a run config naming the scenario file); and
+  the resumed launch, through the CLI with auth on, carries the CLI end-to-end checks (the
+  results layout of ``clsim run``, the CA key gone, the user's FLWR_HOME untouched), during which
+  an unregistered SuperNode claiming a partition is refused and never runs a ClientApp, while
+  the registered ones train both partitions.
 """
 from __future__ import annotations
 
@@ -58,8 +60,8 @@ def flower_processes_under(path: Path) -> list[int]:
     return found
 
 
-def assert_stopped(started: dict[int, str]) -> None:
-    """Every PID the launch started or saw descend from it is gone (or a zombie awaiting its reaper)."""
+def still_running(started: dict[int, str]) -> list[tuple[int, str]]:
+    """Those of ``started`` (PID -> command) still running (a zombie awaiting its reaper is not)."""
     alive = []
     for pid, name in started.items():
         try:
@@ -67,6 +69,12 @@ def assert_stopped(started: dict[int, str]) -> None:
                 alive.append((pid, name))
         except psutil.NoSuchProcess:
             pass
+    return alive
+
+
+def assert_stopped(started: dict[int, str]) -> None:
+    """Every PID the launch started or saw descend from it is gone (or a zombie awaiting its reaper)."""
+    alive = still_running(started)
     assert not alive, f"still running after the launch: {alive}"
 
 
@@ -167,74 +175,6 @@ def test_launch_refuses_keys_without_tls(tmp_path):
 
 
 # --------------------------------------------------------------------------- real processes
-@pytest.mark.slow
-@pytest.mark.timeout(RUN_TIMEOUT_S + 120)
-def test_launch_runs_the_smoke_federation_with_supernode_auth_and_refuses_an_unregistered_node(tmp_path, monkeypatch):
-    """`clsim flower launch` end to end, auth on. Before `flwr run`, a SuperNode with a key nobody
-    registered claims partition 1 (served by a registered node): it is refused at activation, never
-    runs a ClientApp, and the registered nodes train both partitions."""
-    import clsim.federated.deploy as deploy
-    from clsim.federated.keys import make_node_keys
-
-    (intruder_key, _), = make_node_keys(tmp_path / "intruder_keys", 1)  # never registered
-    seen = {}
-
-    def add_intruder(dep):
-        proc = dep.start_supernode("intruder", 1, 2, intruder_key)
-        try:
-            proc.wait(60)  # refused at activation: it exits on its own
-        except Exception:
-            pass
-        seen["exit"] = proc.poll()
-        listed = dep.flwr("supernode", "list", "clsim", "--format", "json")
-        seen["nodes"] = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
-
-    results = []
-    real_execute = deploy.execute
-    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(
-        real_execute(*a, **{**k, "before_run": add_intruder})) or results[-1])
-    flwr_home = tmp_path / "user_flwr_home"
-    monkeypatch.setenv("FLWR_HOME", str(flwr_home))  # the launch must not touch the user's Flower config
-
-    t0 = time.perf_counter()
-    res = invoke("flower", "launch", SMOKE, "--strategy", "fedavg", "--output", tmp_path / "out", "--run-id", "t")
-    seconds = time.perf_counter() - t0
-    assert res.exit_code == 0, res.output[-4000:]
-    print(f"clsim flower launch scenarios/smoke_fed.yaml --strategy fedavg (and an intruder): {seconds:.0f} s")
-    (result,) = results
-    assert_stopped(result.started)
-    assert result.leftovers == []
-    started = set(result.started.values())
-    assert {"flower-superlink", "flower-supernode", "flwr", "flower-superexec", "flwr-serverapp"} <= started, started
-
-    run = tmp_path / "out" / "smoke_fed" / "t"
-    doc = json.loads((run / "fedavg" / "seed_0" / "metrics.json").read_text())
-    assert doc["complete"] and doc["rounds"] == 2 and doc["failures"] == 0
-    assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
-    assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1], [0, 1]]
-    assert (run / "scenario.yaml").is_file() and "fedavg" in (run / "summary.csv").read_text()
-    assert "Incomplete" not in (run / "summary.md").read_text()
-    flower = run / "flower"
-    assert sorted(p.name for p in flower.glob("*.log")) == ["flwr_run.log", "intruder.log", "superlink.log",
-                                                            "supernode0.log", "supernode1.log"]
-    assert (flower / "certs" / "ca.crt").is_file() and not (flower / "certs" / "ca.key").exists()
-    link = (flower / "superlink.log").read_text()
-    assert "SuperNode authentication is disabled" not in link and "Activated node_id" in link
-    assert sorted(result.node_ids) == [0, 1] and len(set(result.node_ids.values())) == 2
-    assert not flwr_home.exists(), "the launch wrote into the user's FLWR_HOME"
-    assert f"results:     {run}/summary.md" in res.output
-
-    # the intruder: refused, and it said so; only the two registered keys exist; it never trained
-    intruder_log = (flower / "intruder.log").read_text()
-    assert seen["exit"] not in (None, 0), intruder_log
-    assert "Failed to activate SuperNode" in intruder_log
-    assert "SuperNode ID" not in intruder_log and "flwr-clientapp" not in intruder_log
-    assert "No SuperNode found with the given public key" in link
-    assert set(seen["nodes"]) == set(result.node_ids.values())
-    assert set(seen["nodes"].values()) == {"online"}
-    assert list(result.started.values()).count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT_S + 120)
 def test_supernode_killed_after_round_one_never_hangs(tmp_path):
@@ -388,49 +328,114 @@ def _kill_everything(run: Path, launcher: "subprocess.Popen") -> list[int]:  # n
     return sorted({p.pid for p in procs})
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(3 * RUN_TIMEOUT_S)
-def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monkeypatch):
-    """FedAvg + replay on 2 real SuperNodes, 2 experiences x 2 rounds. The uninterrupted reference
-    runs the README's manual path: stock SuperLink and SuperNodes over TLS (no SuperNode auth) and
-    `flwr run` with a run config naming the scenario file, writing the results folder of `clsim run`.
-    A launch (auth on) is SIGKILLed — the launcher and every Flower process — once a round checkpoint
-    exists, then `clsim flower launch --resume` finishes it. Same metrics.json, timings aside; every
-    process of every deployment gone."""
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Three real deployments of FedAvg + replay on 2 SuperNodes, 2 experiences x 2 rounds, shared by
+    the two tests below (each deployment costs minutes):
+
+    - the uninterrupted reference, by the README's manual path: stock SuperLink and SuperNodes over
+      TLS (no SuperNode auth) and `flwr run` with a run config naming the scenario file, writing
+      the results folder of `clsim run`;
+    - `clsim flower launch` (auth on) in a fresh Python, SIGKILLed — the launcher and every Flower
+      process — once a round checkpoint exists;
+    - `clsim flower launch --resume` through the CLI, which finishes it. Before its `flwr run`, a
+      SuperNode with a key nobody registered claims partition 1 (served by a registered node).
+
+    FLWR_HOME points at a folder that must never appear (no launch may touch the user's Flower
+    config). Records what each step saw; the tests assert."""
     import subprocess
     import sys
 
-    import numpy as np
     import tomli_w
     import torch
 
     import clsim.federated.deploy as deploy
     from clsim.federated.certs import make_certs
+    from clsim.federated.keys import make_node_keys
     from clsim.federated.processes import APP_ROOT, Deployment
 
+    tmp_path = tmp_path_factory.mktemp("resume")
+    got: dict = {"flwr_home": tmp_path / "user_flwr_home"}
     sc = yaml.safe_load(SMOKE.read_text())
     sc["strategies"] = [{**sc["strategies"][1], "preset": "fedavg_replay", "rounds_per_experience": 2}]
     scenario = tmp_path / "resume.yaml"
     scenario.write_text(yaml.safe_dump(sc))
 
-    certs = tmp_path / "certs"
-    make_certs(certs)
-    dep = Deployment(tmp_path / "procs", certs, auth=False)
-    run_config = tmp_path / "run_config.toml"
-    run_config.write_text(tomli_w.dumps({"scenario": str(scenario), "strategy": "fedavg_replay",
-                                         "output": str(tmp_path / "ref"), "run-id": "r"}))
-    try:
-        dep.start_superlink()
-        for i in range(2):
-            dep.start_supernode(f"supernode{i}", i, 2)
-        dep.wait_joined(["supernode0", "supernode1"])
-        run_id, lines = dep.submit(APP_ROOT, run_config)
-        assert run_id is not None, "\n".join(lines[-40:])
-        assert dep.run_status(run_id) == "finished:completed", "\n".join(lines[-40:])
-    finally:
-        leftovers = dep.stop()
-    assert leftovers == [], "a started process (or one it spawned) outlived stop()"
-    ref_dir = tmp_path / "ref" / "smoke_fed" / "r"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLWR_HOME", str(got["flwr_home"]))  # inherited by the launcher below, too
+
+        certs = tmp_path / "certs"
+        make_certs(certs)
+        dep = Deployment(tmp_path / "procs", certs, auth=False)
+        run_config = tmp_path / "run_config.toml"
+        run_config.write_text(tomli_w.dumps({"scenario": str(scenario), "strategy": "fedavg_replay",
+                                             "output": str(tmp_path / "ref"), "run-id": "r"}))
+        try:
+            dep.start_superlink()
+            for i in range(2):
+                dep.start_supernode(f"supernode{i}", i, 2)
+            dep.wait_joined(["supernode0", "supernode1"])
+            run_id, lines = dep.submit(APP_ROOT, run_config)
+            assert run_id is not None, "\n".join(lines[-40:])
+            got["ref_status"], got["ref_lines"] = dep.run_status(run_id), lines
+        finally:
+            got["ref_leftovers"] = dep.stop()
+        got["ref_dir"] = tmp_path / "ref" / "smoke_fed" / "r"
+
+        run = got["run"] = tmp_path / "out" / "smoke_fed" / "k"
+        launcher = subprocess.Popen([sys.executable, "-m", "clsim.cli", "flower", "launch", str(scenario), "--strategy",
+                                     "fedavg_replay", "--output", str(tmp_path / "out"), "--run-id", "k"],
+                                    cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        checkpoint = run / "fedavg_replay" / "seed_0" / "checkpoint.pt"
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            assert launcher.poll() is None, "the launch ended before a round checkpoint"
+            assert time.monotonic() < deadline, "no round checkpoint in time"
+            try:
+                done = torch.load(checkpoint, weights_only=True)["trainer"]["round"] if checkpoint.exists() else 0
+            except Exception:  # replaced while read: look again
+                done = 0
+            if done >= 1:
+                break
+            time.sleep(0.5)
+        got["killed"] = _kill_everything(run, launcher)
+        got["killed_alive"] = still_running({pid: "killed" for pid in got["killed"]})  # now: PIDs get reused
+        partial = run / "fedavg_replay" / "seed_0" / "metrics.json"
+        got["partial"] = json.loads(partial.read_text()) if partial.exists() else None
+
+        (intruder_key, _), = make_node_keys(tmp_path / "intruder_keys", 1)  # never registered
+        seen = got["intruder"] = {}
+
+        def add_intruder(dep):
+            proc = dep.start_supernode("intruder", 1, 2, intruder_key)
+            try:
+                proc.wait(60)  # refused at activation: it exits on its own
+            except Exception:
+                pass
+            seen["exit"] = proc.poll()
+            listed = dep.flwr("supernode", "list", "clsim", "--format", "json")
+            seen["nodes"] = {int(n["node-id"]): n["status"] for n in json.loads(listed.stdout)["nodes"]}
+
+        results = got["results"] = []
+        real_execute = deploy.execute
+        mp.setattr(deploy, "execute", lambda *a, **k: results.append(
+            real_execute(*a, **{**k, "before_run": add_intruder})) or results[-1])
+        got["res"] = invoke("flower", "launch", "--resume", run)
+    return got
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * RUN_TIMEOUT_S)
+def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(killed_and_resumed):
+    """The reference (README's manual path) is complete; the launch SIGKILLed once a round checkpoint
+    existed, resumed with `clsim flower launch --resume`, gives the same metrics.json, timings
+    aside; every process of every deployment gone."""
+    import numpy as np
+
+    got = killed_and_resumed
+    assert got["ref_status"] == "finished:completed", "\n".join(got["ref_lines"][-40:])
+    assert got["ref_leftovers"] == [], "a started process (or one it spawned) outlived stop()"
+    ref_dir = got["ref_dir"]
     want = json.loads((ref_dir / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
     R = np.asarray(want["accuracy_matrix"], dtype=float)
     assert want["complete"] and R.shape == (2, 2) and np.all((R >= 0) & (R <= 1))
@@ -439,41 +444,63 @@ def test_a_killed_deployment_resumed_equals_an_uninterrupted_one(tmp_path, monke
     assert (ref_dir / "plan.json").is_file() and "fedavg_replay" in (ref_dir / "summary.csv").read_text()
     assert any(f.name.startswith("events.out.tfevents") for f in (ref_dir / "fedavg_replay" / "seed_0").iterdir())
 
-    run = tmp_path / "out" / "smoke_fed" / "k"
-    launcher = subprocess.Popen([sys.executable, "-m", "clsim.cli", "flower", "launch", str(scenario), "--strategy",
-                                 "fedavg_replay", "--output", str(tmp_path / "out"), "--run-id", "k"],
-                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = run / "fedavg_replay" / "seed_0" / "checkpoint.pt"
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while True:
-        assert launcher.poll() is None, "the launch ended before a round checkpoint"
-        assert time.monotonic() < deadline, "no round checkpoint in time"
-        try:
-            done = torch.load(checkpoint, weights_only=True)["trainer"]["round"] if checkpoint.exists() else 0
-        except Exception:  # replaced while read: look again
-            done = 0
-        if done >= 1:
-            break
-        time.sleep(0.5)
-    killed = _kill_everything(run, launcher)
-    assert_stopped({pid: "killed" for pid in killed})
-    partial = run / "fedavg_replay" / "seed_0" / "metrics.json"
-    assert not partial.exists() or not json.loads(partial.read_text())["complete"]
+    assert got["killed_alive"] == [], "SIGKILLed, yet still running"
+    assert got["partial"] is None or not got["partial"]["complete"]
 
-    results = []
-    real_execute = deploy.execute
-    monkeypatch.setattr(deploy, "execute", lambda *a, **k: results.append(real_execute(*a, **k)) or results[-1])
-    res = invoke("flower", "launch", "--resume", run)
+    res, run = got["res"], got["run"]
     assert res.exit_code == 0, res.output[-4000:]
-    (resumed,) = results
+    (resumed,) = got["results"]
     assert_stopped(resumed.started)
     assert resumed.leftovers == []
-
-    got = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
-    assert got["complete"] and got["rounds"] == 4
-    (entry,) = got["resumes"]
+    doc = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    assert doc["complete"] and doc["rounds"] == 4
+    (entry,) = doc["resumes"]
     assert entry["reason"] == "resume" and entry["from_round"] >= 2, entry
-    assert _without_timings(got) == _without_timings(want)
+    assert _without_timings(doc) == _without_timings(want)
     assert (run / "flower" / "attempt1" / "flwr_run.log").is_file()  # the killed attempt's logs, kept
     assert "Incomplete" not in (run / "summary.md").read_text()
-    print(f"killed after round {entry['from_round'] - 1}: {len(killed)} processes; resumed in {resumed.seconds:.0f} s")
+    print(f"killed after round {entry['from_round'] - 1}: {len(got['killed'])} processes; "
+          f"resumed in {resumed.seconds:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3 * RUN_TIMEOUT_S)
+def test_launch_runs_the_smoke_federation_with_supernode_auth_and_refuses_an_unregistered_node(killed_and_resumed):
+    """`clsim flower launch` end to end through the CLI, auth on (the resumed launch above): every
+    process it started stopped, the results layout of `clsim run`, the CA key gone, one log per
+    process, the user's FLWR_HOME untouched. The intruder is refused at activation, never runs a
+    ClientApp, and the registered nodes train both partitions in every round."""
+    got = killed_and_resumed
+    res, run, seen = got["res"], got["run"], got["intruder"]
+    assert res.exit_code == 0, res.output[-4000:]
+    (result,) = got["results"]
+    assert_stopped(result.started)
+    assert result.leftovers == []
+    started = set(result.started.values())
+    assert {"flower-superlink", "flower-supernode", "flwr", "flower-superexec", "flwr-serverapp"} <= started, started
+
+    doc = json.loads((run / "fedavg_replay" / "seed_0" / "metrics.json").read_text())
+    assert doc["complete"] and doc["rounds"] == 4 and doc["failures"] == 0
+    assert [c["partition-id"] for c in doc["clients_info"]] == [0, 1]
+    assert [r["clients_trained"] for r in doc["round_log"]] == [[0, 1]] * 4
+    assert (run / "scenario.yaml").is_file() and "fedavg_replay" in (run / "summary.csv").read_text()
+    assert "Incomplete" not in (run / "summary.md").read_text()
+    flower = run / "flower"
+    assert sorted(p.name for p in flower.glob("*.log")) == ["flwr_run.log", "intruder.log", "superlink.log",
+                                                            "supernode0.log", "supernode1.log"]
+    assert (flower / "certs" / "ca.crt").is_file() and not (flower / "certs" / "ca.key").exists()
+    link = (flower / "superlink.log").read_text()
+    assert "SuperNode authentication is disabled" not in link and "Activated node_id" in link
+    assert sorted(result.node_ids) == [0, 1] and len(set(result.node_ids.values())) == 2
+    assert not got["flwr_home"].exists(), "a launch wrote into the user's FLWR_HOME"
+    assert f"results:     {run}/summary.md" in res.output
+
+    # the intruder: refused, and it said so; only the two registered keys exist; it never trained
+    intruder_log = (flower / "intruder.log").read_text()
+    assert seen["exit"] not in (None, 0), intruder_log
+    assert "Failed to activate SuperNode" in intruder_log
+    assert "SuperNode ID" not in intruder_log and "flwr-clientapp" not in intruder_log
+    assert "No SuperNode found with the given public key" in link
+    assert set(seen["nodes"]) == set(result.node_ids.values())
+    assert set(seen["nodes"].values()) == {"online"}
+    assert list(result.started.values()).count("flwr-clientapp") >= 1  # the registered nodes ran ClientApps
