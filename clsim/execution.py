@@ -1,13 +1,10 @@
-"""A whole plan's run: every (strategy, seed) — central ones as Ray actors, federated ones as
-Flower simulations beside them — and the run folder's documents over seeds and summary kept current.
+"""A whole plan's run: every (strategy, seed) — central ones as Ray actors, then federated ones as
+Flower simulations — and the run folder's documents over seeds and summary kept current.
 
 The summary is written before any training and rewritten whenever a strategy ends, naming every
-unfinished strategy, so a run stopped at any moment never looks finished. The central actors are
-driven from a background thread; the federated simulations run one after another in the main
-thread, on the same Ray, from the moment a core is free for good — fewer central runs are left
-than Ray runs at once — so no core waits idle for the slowest central run, and no simulation's
-clients queue behind central runs (Flower's shutting Ray down at a simulation's end is held back:
-``clsim.federated.keep_ray``).
+unfinished strategy, so a run stopped at any moment never looks finished. Federated strategies
+run after the actors because Flower shuts Ray down when a simulation ends; Ray is started again
+for the next one.
 """
 from __future__ import annotations
 
@@ -15,7 +12,6 @@ import contextlib
 import logging
 import os
 import site
-import threading
 from pathlib import Path
 
 import ray
@@ -24,7 +20,6 @@ from transformers.utils import logging as hf_logging
 from clsim.config import Plan
 from clsim.federated.fleet import FederationError
 from clsim.federated.job import federated_job
-from clsim.federated.keep_ray import keep_ray_up
 from clsim.federated.launch import run_simulation_job
 from clsim.federated.schema import FEDERATED
 from clsim.learner import resolve_device
@@ -96,78 +91,44 @@ def execute(plan: Plan, tokens: dict[int, object], run_dir: Path, device: str = 
     names, seeds = [s.name for s in plan.strategies], plan.seeds
     done: dict[str, dict[int, dict]] = {n: finished_seeds(run_dir, n, seeds) if resume else {} for n in names}
     errors: dict[str, str] = {}
-    writing = threading.RLock()  # both threads rewrite the documents and the summary
 
     def summary() -> list[dict]:
-        with writing:
-            docs = [partial_doc(run_dir, n, seeds, errors.get(n)) for n in names]
-            write_summary(run_dir, docs)
-            return docs
+        docs = [partial_doc(run_dir, n, seeds, errors.get(n)) for n in names]
+        write_summary(run_dir, docs)
+        return docs
 
     def finished(name: str) -> None:
         """A strategy's document over its seeds, rewritten whenever one of its runs ends."""
-        with writing:
-            doc = partial_doc(run_dir, name, seeds)
-            if doc.get("experiences"):
-                write_strategy_results(run_dir / name, doc)
-            summary()
+        doc = partial_doc(run_dir, name, seeds)
+        if doc.get("experiences"):
+            write_strategy_results(run_dir / name, doc)
+        summary()
 
     todo = [(spec, seed) for spec in plan.strategies for seed in seeds if seed not in done[spec.name]]
     central = [Run(label(plan, spec.name, seed), plan.for_seed(seed), spec, seed) for spec, seed in todo
                if FEDERATED.key not in spec.extensions]
-    federated = [(spec, seed) for spec, seed in todo if FEDERATED.key in spec.extensions]
     by_label = {r.label: r.spec.name for r in central}
-    left = [len(central)]  # central runs not yet ended
-    room = threading.Event()  # set once fewer central runs are left than Ray has slots for: a core is free
-
-    def central_ended(lab: str) -> None:
-        finished(by_label[lab])
-        with writing:
-            left[0] -= 1
-            if left[0] < slots:
-                room.set()
-
-    def central_runs() -> None:
-        try:
-            _, failed = run_actors(central, tokens, run_dir, device, progress, resume, max_restarts,
-                                   on_finish=central_ended)
-            with writing:
-                errors.update({by_label[lab]: why for lab, why in failed.items()})
-        finally:
-            room.set()
-
     summary()
     started_here = bool(todo) and not ray.is_initialized()
     try:
-        if todo:
+        if central:
             start_ray(ray_address)
-        # how many central runs Ray runs at once; the simulations start when one of those slots is
-        # free for good, so their clients never queue behind central runs that have not started
-        slots = max(1, int(ray.cluster_resources().get("CPU", 1) // plan.scenario.resources.cpus_per_run)) if todo else 1
-        if left[0] < slots:
-            room.set()
-        with keep_ray_up():
-            actors = _Background(central_runs) if central and federated else None
-            if central and not federated:
-                central_runs()
-            while federated and not room.wait(0.2):  # short waits: Ctrl-C and SIGTERM still reach this thread
-                pass
-            for spec, seed in federated:
-                if actors and actors.error:  # bad input met by a central run: stop now, not after the federations
-                    actors.result()
-                name = label(plan, spec.name, seed)
-                report = (lambda _, *e, name=name: progress(name, *e)) if progress else None
-                try:
-                    run_simulation_job(federated_job(plan.for_seed(seed), spec.name), run_dir, tokens[seed], device,
-                                       report, ray_address=ray_address, resume=resume)
-                except (FederationError, RuntimeError) as exc:  # a failed federation is reported; the others are kept
-                    with writing:
-                        errors[spec.name] = one_line(exc.__cause__ or exc)
-                if progress:
-                    progress(name, "failed" if spec.name in errors else "finished", -1, 1, 1)
-                finished(spec.name)
-            if actors:
-                actors.result()
+            _, failed = run_actors(central, tokens, run_dir, device, progress, resume, max_restarts,
+                                   on_finish=lambda lab: finished(by_label[lab]))
+            errors.update({by_label[lab]: why for lab, why in failed.items()})
+        for spec, seed in [(s, k) for s, k in todo if FEDERATED.key in s.extensions]:
+            if started_here:  # Flower shut down the previous simulation's Ray
+                start_ray(ray_address)
+            name = label(plan, spec.name, seed)
+            report = (lambda _, *e, name=name: progress(name, *e)) if progress else None
+            try:
+                run_simulation_job(federated_job(plan.for_seed(seed), spec.name), run_dir, tokens[seed], device,
+                                   report, ray_address=ray_address, resume=resume)
+            except (FederationError, RuntimeError) as exc:  # a failed federation is reported; the others are kept
+                errors[spec.name] = one_line(exc.__cause__ or exc)
+            if progress:
+                progress(name, "failed" if spec.name in errors else "finished", -1, 1, 1)
+            finished(spec.name)
     finally:
         docs = summary()
         if started_here and ray.is_initialized():
@@ -175,24 +136,3 @@ def execute(plan: Plan, tokens: dict[int, object], run_dir: Path, device: str = 
     if all(d.get("complete") for d in docs):
         write_hparams_experiment(run_dir)  # one hparams table listing every (strategy, seed)
     return docs
-
-
-class _Background:
-    """``fn()`` in a daemon thread; ``result()`` waits for it and raises what it raised."""
-
-    def __init__(self, fn):
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(fn,), name="clsim-central-runs", daemon=True)
-        self.thread.start()
-
-    def _run(self, fn) -> None:
-        try:
-            fn()
-        except BaseException as exc:  # handed to the main thread by result()
-            self.error = exc
-
-    def result(self) -> None:
-        while self.thread.is_alive():
-            self.thread.join(0.2)  # short joins: Ctrl-C and SIGTERM still reach the main thread
-        if self.error is not None:
-            raise self.error

@@ -9,7 +9,6 @@ Flower's simulation engine on Ray for real.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
@@ -483,60 +482,6 @@ def test_simulated_run_writes_R_bytes_and_per_client_matrices(simulated):
         np.testing.assert_allclose((local * sizes).sum(0) / sizes.sum(0), R[k], atol=1e-9)
     assert ("fedavg", "done_exp", 1, 2, 2) in events and ("fedavg", "finished", -1, 1, 1) in events
     assert (run_dir / "summary.csv").read_text().count("fedavg") == 1
-
-
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="a simulation starts beside central runs only when Ray has "
-                                                     "a core no central run waits for")
-def test_central_actors_run_beside_a_simulation_on_a_ray_it_leaves_up(tmp_path, monkeypatch):
-    """The central runs and the federated simulation overlap, and a simulation ending leaves Ray up.
-    The central phase here waits for the simulation to have *finished* before its real actors
-    start: a runner that ran them one after the other would wait forever (the test fails at the
-    timeout), and one whose simulation shut Ray down would lose the central run."""
-    import threading
-
-    import ray
-
-    import clsim.execution as execution
-    from clsim.data import build_stream
-    from clsim.models import tokenize_stream
-
-    sc = Scenario.model_validate({**fed_scenario().model_dump(mode="json", exclude_none=True),
-                                  "strategies": ["naive", {"preset": "fedavg", "clients": 2, "rounds_per_experience": 1,
-                                                           "partition": {"kind": "iid"}}]})
-    p = plan_of(sc, tmp_path / "scenario.yaml")
-    tokens = tokenize_stream(build_stream(sc.stream, sc.seed), sc.model)
-    simulated = threading.Event()
-    real_simulation, real_actors = execution.run_simulation_job, execution.run_actors
-
-    def simulation(*a, **k):
-        try:
-            return real_simulation(*a, **k)
-        finally:
-            simulated.set()
-
-    def actors_after_the_simulation(*a, **k):
-        assert simulated.wait(300), "the central runs waited for a simulation that never ran beside them"
-        # Ray would start a fresh cluster on the actors' first call: ask before they make one
-        assert ray.is_initialized() and ray.get_runtime_context().gcs_address == address, "the simulation shut Ray down"
-        return real_actors(*a, **k)
-
-    monkeypatch.setattr(execution, "run_simulation_job", simulation)
-    real_start = execution.start_ray
-    address = None
-
-    def start(*a):
-        nonlocal address
-        started = real_start(*a)
-        address = ray.get_runtime_context().gcs_address
-        return started
-
-    monkeypatch.setattr(execution, "start_ray", start)
-    monkeypatch.setattr(execution, "run_actors", actors_after_the_simulation)
-    docs = execution.execute(p, {sc.seed: tokens}, tmp_path, device="cpu")
-    assert [d["strategy"] for d in docs] == ["naive", "fedavg"]
-    assert all(d["complete"] for d in docs), [d.get("error") for d in docs]
-    summary = (tmp_path / "summary.md").read_text()
-    assert "naive" in summary and "fedavg" in summary and "Incomplete" not in summary
 
 
 def test_simulated_run_survives_a_failing_client(simulated):

@@ -4,9 +4,9 @@
 ServerApp of :mod:`clsim.federated.server_app` and the ClientApp of
 :mod:`clsim.federated.client_app`, one virtual SuperNode per client, client resources from the
 preset (Flower's link state patched so that nodes without messages cost nothing:
-``clsim.federated.linkstate``). Flower's Ray backend reuses the Ray clsim initialised; it shuts
-Ray down when the simulation ends unless ``clsim.federated.keep_ray`` holds that back, as the
-runner does to run simulations beside the central strategies' actors.
+``clsim.federated.linkstate``). Flower's Ray backend reuses the Ray clsim initialised — and shuts it down when the
+simulation ends, so the runner starts federated runs after its actors are done and
+re-initialises Ray between them.
 
 ``write_connection`` adds a SuperLink connection to Flower's own config (``clsim flower
 connection``); starting real processes is ``clsim.federated.deploy``'s.
