@@ -8,7 +8,6 @@ templates and plugins run unchanged (no custom template subclass).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import time
@@ -26,6 +25,7 @@ from clsim import metrics as M
 from clsim.config import ConfigError, Scenario, StrategyPlan
 from clsim.evaluation import confusion_row, feature_confusion_row
 from clsim.models import (
+    BottomCache,
     FeatureHead,
     PadCollate,
     TokenizedSplit,
@@ -33,6 +33,7 @@ from clsim.models import (
     build_model,
     pooled_features,
     trainable_parameters,
+    weights_digest,
 )
 from clsim.strategies import build_strategy
 from clsim.strategies import state as cl_state
@@ -142,6 +143,7 @@ class Learner:
     feature_seconds: float = 0.0  # time spent computing cached features (part of the training cost)
     _all_train: object = field(default=None, init=False, repr=False)  # lazily, for decode()
     _last_eval: tuple | None = field(default=None, init=False, repr=False)  # (weights version, confusion row)
+    _bottoms: list = field(default=None, init=False, repr=False)  # per test set: the frozen bottom's output
 
     def __post_init__(self):
         seed_everything(self.scenario.seed)
@@ -242,7 +244,11 @@ class Learner:
         if features is not None:
             return feature_confusion_row(self.model.head, features, [s.labels for s in splits], n, bs, self.device,
                                          precision)
-        return confusion_row(self.model, splits, n, bs, self.device, precision)
+        caches = None
+        if splits is self.tokens.test:  # evaluated again and again: keep the frozen bottom's output
+            self._bottoms = self._bottoms or [BottomCache() for _ in splits]
+            caches = self._bottoms
+        return confusion_row(self.model, splits, n, bs, self.device, precision, caches)
 
     def extra(self) -> dict:
         return {}
@@ -256,12 +262,7 @@ class Learner:
         return [M.accuracy(c) for c in self.evaluate()]
 
     def _weights_version(self) -> str:
-        """A digest of every weight: equal digests, equal models (hashing MiniLM's 90 MB takes a
-        fraction of a second; evaluating it on the test sets takes seconds)."""
-        h = hashlib.blake2b(digest_size=16)
-        for t in self.model.state_dict().values():
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        return h.hexdigest()
+        return weights_digest(self.model.state_dict().values())
 
     def evaluate(self) -> list[np.ndarray]:
         """Confusion matrices on every test set. A model that has not changed since the last

@@ -8,6 +8,7 @@ config (for tests) with MiniLM's tokenizer.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,6 +36,15 @@ def load_tokenizer(name: str, file: str | None = None):
     return AutoTokenizer.from_pretrained(str(resolve_pretrained(name, file)))
 
 
+def weights_digest(tensors) -> str:
+    """A digest of every value of ``tensors``: equal digests, equal weights (hashing MiniLM's 90 MB
+    takes a fraction of a second; evaluating it on the test sets takes seconds)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 class TextClassifier(nn.Module):
     """Backbone + linear head over mean-pooled tokens; ``forward(input_ids) -> logits``.
 
@@ -56,6 +66,52 @@ class TextClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(input_ids))
+
+    # The frozen bottom (``finetune: partial``): the embeddings and the lowest layers never train,
+    # so their output on a given text never changes. ``bottom`` then ``top_features`` is
+    # ``features`` in two parts, the same operations in the same order as the backbone's forward.
+    # Evaluation keeps the bottom's output on the test sets (:class:`BottomCache`).
+    @property
+    def frozen_bottom(self) -> int:
+        """How many of the lowest encoder layers never train, with the embeddings. It is 0 where
+        the embeddings train or the backbone is not a plain encoder (LoRA's wrapper)."""
+        b = self.backbone
+        if not hasattr(b, "encoder") or not hasattr(b, "embeddings") or any(
+                p.requires_grad for p in b.embeddings.parameters()):
+            return 0
+        n = 0
+        for layer in b.encoder.layer:
+            if any(p.requires_grad for p in layer.parameters()):
+                break
+            n += 1
+        return n
+
+    def _attention(self, hidden: torch.Tensor, input_ids: torch.Tensor):
+        from transformers.masking_utils import create_bidirectional_mask
+
+        mask = (input_ids != self.pad_id).long()
+        return mask, create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=mask)
+
+    def bottom(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The frozen bottom's hidden states: embeddings, then the lowest ``frozen_bottom`` layers."""
+        hidden = self.backbone.embeddings(input_ids=input_ids)
+        _, attention = self._attention(hidden, input_ids)
+        for layer in self.backbone.encoder.layer[: self.frozen_bottom]:
+            hidden = layer(hidden, attention)
+        return hidden
+
+    def top_features(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The pooled features from the bottom's hidden states: the layers above it, then the pooling."""
+        mask, attention = self._attention(hidden, input_ids)
+        for layer in self.backbone.encoder.layer[self.frozen_bottom:]:
+            hidden = layer(hidden, attention)
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    def bottom_digest(self) -> str:
+        """A digest of the frozen bottom's weights: a kept output is valid while it is unchanged."""
+        parts = [self.backbone.embeddings, *self.backbone.encoder.layer[: self.frozen_bottom]]
+        return weights_digest(t for part in parts for t in part.state_dict().values())
 
     @property
     def backbone_frozen(self) -> bool:
@@ -85,25 +141,51 @@ class FeatureHead(nn.Module):
         return self.head(features)
 
 
+@dataclass
+class BottomCache:
+    """The frozen bottom's output (:meth:`TextClassifier.bottom`) on one fixed list of sequences,
+    batch by batch as :func:`pooled_features` makes the batches. Evaluating a test set again then
+    runs only the layers that train: with MiniLM's lowest 2 of 6 layers frozen, about a third
+    less work, and the same numbers. It is used while the bottom's weights, the batch size and
+    the precision are the ones it was made with (``key``)."""
+
+    key: tuple | None = None
+    batches: list = field(default_factory=list)
+
+
 @torch.no_grad()
 def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: int, device: str,
-                    precision: str = "fp32") -> torch.Tensor:
+                    precision: str = "fp32", cache: BottomCache | None = None) -> torch.Tensor:
     """The model's pooled features for every sequence (input order), computed once in eval mode.
 
-    Batches are length-sorted so dynamic padding wastes little work."""
+    Batches are length-sorted so dynamic padding wastes little work. With a ``cache`` (``ids``
+    must be the same sequences at every call) the frozen bottom's output is kept there and reused."""
     collate = PadCollate(model.pad_id)
     out = torch.empty(len(ids), model.head.in_features)
     order = np.argsort([len(x) for x in ids], kind="stable")
+    split = cache is not None and model.frozen_bottom > 0
+    key = (model.bottom_digest(), batch_size, precision) if split else None
+    kept = cache.batches if split and cache.key == key else None
+    fresh = []
     was_training = model.training
     model.eval()
     try:
         with autocast(device, precision):
-            for start in range(0, len(order), batch_size):
+            for b, start in enumerate(range(0, len(order), batch_size)):
                 idx = order[start:start + batch_size]
                 x, _, _ = collate([(ids[i], 0, 0) for i in idx])
-                out[torch.as_tensor(idx)] = model.features(x.to(device)).float().cpu()
+                x = x.to(device)
+                if split:
+                    hidden = kept[b] if kept is not None else model.bottom(x)
+                    fresh.append(hidden)
+                    f = model.top_features(hidden, x)
+                else:
+                    f = model.features(x)
+                out[torch.as_tensor(idx)] = f.float().cpu()
     finally:
         model.train(was_training)
+    if split:
+        cache.key, cache.batches = key, fresh
     return out
 
 

@@ -31,7 +31,7 @@ from clsim.federated.job import Job
 from clsim.federated.schema import FederatedConfig, server_params
 from clsim.federated.server_state import load_server_strategy_state, server_strategy_state
 from clsim.lifecycle import Lifecycle, run
-from clsim.models import TokenizedStream, build_model, trainable_parameters
+from clsim.models import BottomCache, TokenizedStream, build_model, trainable_parameters
 
 TRAIN, EVALUATE = "train", "evaluate"
 SAMPLING_SEED = 0xF1  # derive_seed purpose of Flower's client sampling
@@ -60,6 +60,7 @@ class FederatedServer:
         self.rounds: list[dict] = []  # the round log
         self.client_rows: dict[int, list[list[float] | None]] = {c: [] for c in range(fed.clients)}
         self.eval_seconds = 0.0
+        self.bottoms = [BottomCache() for _ in self.tokens.test]  # the frozen bottom's output, kept between rounds
         self.t0 = time.perf_counter()
         self.restored = False
         if job.state_dir and not life.saved:  # starting over: no client may pick up an earlier attempt's state
@@ -104,7 +105,7 @@ class FederatedServer:
         t0 = time.perf_counter()
         train = self.job.spec.train
         row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), train.eval_batch_size,
-                            self.device, train.precision)
+                            self.device, train.precision, self.bottoms)
         self.eval_seconds += time.perf_counter() - t0
         return row
 
