@@ -41,7 +41,9 @@ def test_bench_tiny_reports_every_ratio(tmp_path):
         assert value is not None and math.isfinite(value), name
         assert name in res.output
     assert 0 < ratios["lora_vs_full_bytes"] < 1  # lora sends a fraction of the full model's bytes
-    for name in ("avalanche_vs_plain_loop", "dynamic_vs_fixed_padding", "head_cached_vs_recompute"):
+    assert "same confusion matrices" in res.output  # keeping the frozen bottom changes no number
+    for name in ("avalanche_vs_plain_loop", "dynamic_vs_fixed_padding", "head_cached_vs_recompute",
+                 "eval_kept_bottom_vs_full"):
         assert ratios[name] > 0
 
 
@@ -60,6 +62,7 @@ def _stub_measures(monkeypatch, calls: list):
     monkeypatch.setattr(B, "measure_loops", stub("loops"))
     monkeypatch.setattr(B, "measure_bf16_accuracy", lambda *a: stub("bf16_accuracy")()[0])
     monkeypatch.setattr(B, "measure_head_cache", lambda *a: stub("head_cache")()[0])
+    monkeypatch.setattr(B, "measure_bottom_cache", lambda *a: stub("bottom_cache")()[0])
     monkeypatch.setattr(B, "measure_flower", lambda *a: stub("flower")()[0])
     monkeypatch.setattr(B, "measure_lora_bytes", lambda *a: stub("lora_bytes")()[0])
     monkeypatch.setattr(B, "measure_flower_scale", lambda *a: stub("flower_scale")())

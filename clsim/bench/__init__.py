@@ -16,6 +16,8 @@ alternate experience by experience; the best of ``repeats`` such passes counts. 
   vs fp32; ``bf16_acc_drop_points``: final accuracy lost by clsim with bf16, in points.
 - ``head_cached_vs_recompute``: ``finetune: head`` over the stream (training + evaluation)
   recomputing the frozen backbone's features every epoch vs caching them once.
+- ``eval_kept_bottom_vs_full``: evaluating on every test set with the lowest 2 layers frozen
+  (``finetune: partial``), a full forward pass vs the frozen bottom's output kept.
 - ``flower_overhead``: (round wall time − slowest client's training) / round wall time,
   4 clients in Flower's simulation — needs the federated path.
 - ``lora_vs_full_bytes``: bytes a client sends per round with ``lora`` vs ``full``.
@@ -42,6 +44,7 @@ from clsim.bench.flower import measure_flower, measure_flower_scale
 from clsim.bench.loops import (
     bf16_support,
     measure_bf16_accuracy,
+    measure_bottom_cache,
     measure_head_cache,
     measure_loops,
     measure_lora_bytes,
@@ -103,6 +106,8 @@ def run(cfg: BenchConfig | None = None, say: Callable[[str], None] = lambda s: N
         done([measure_bf16_accuracy(cfg, tokens, say, shared)])
     if "head_cached_vs_recompute" in wanted:
         done([measure_head_cache(cfg, tokens, say)])
+    if "eval_kept_bottom_vs_full" in wanted:
+        done([measure_bottom_cache(cfg, tokens, say)])
     if "flower_overhead" in wanted:
         done([measure_flower(cfg, tokens, say)])
     if "lora_vs_full_bytes" in wanted:

@@ -1,5 +1,5 @@
 """The bench's training-loop measures: clsim vs a hand-written loop in lockstep, padding, bf16,
-cached ``head`` features, bytes per round with LoRA."""
+cached ``head`` features, the kept frozen bottom in evaluation, bytes per round with LoRA."""
 from __future__ import annotations
 
 import time
@@ -15,7 +15,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from clsim.bench.core import BenchConfig, Result
 from clsim.config import Scenario, StrategyRef, resolve_scenario
 from clsim.learner import Learner, seed_everything
-from clsim.models import PadCollate, build_model
+from clsim.evaluation import confusion_row
+from clsim.models import BottomCache, PadCollate, build_model
 from clsim.precision import autocast
 from clsim.strategies import make_optimizer
 
@@ -221,6 +222,32 @@ def measure_head_cache(cfg: BenchConfig, tokens, say) -> Result:
     return Result("head_cached_vs_recompute", best["recompute"] / best["cached"],
                   f"recompute {best['recompute']:.1f} s, cached {best['cached']:.1f} s ({epochs} epochs, "
                   f"train + eval); {same}")
+
+
+def measure_bottom_cache(cfg: BenchConfig, tokens, say) -> Result:
+    """Evaluation on every test set of a model whose lowest 2 layers are frozen (``finetune:
+    partial``): a full forward pass vs the frozen bottom's output kept from the first evaluation
+    (``clsim.models.BottomCache``, what a run does from its second evaluation on). The two
+    alternate; the best of ``repeats`` counts."""
+    sc = cfg.scenario()
+    model = build_model(sc.model.model_copy(update={"finetune": "partial", "freeze_layers": 2}),
+                        len(tokens.label_names), 0)
+    n, bs = len(tokens.label_names), sc.train.eval_batch_size
+    caches = [BottomCache() for _ in tokens.test]
+    confusion_row(model, tokens.test, n, bs, "cpu", caches=caches)  # a run's first evaluation fills them
+    best: dict[str, float] = {}
+    rows: dict[str, list] = {}
+    for r in range(cfg.repeats):
+        say(f"evaluation with the lowest 2 layers frozen, full forward vs kept bottom, pass {r + 1} of {cfg.repeats}")
+        for name, kept in (("full", None), ("kept", caches)):
+            t0 = time.perf_counter()
+            rows[name] = confusion_row(model, tokens.test, n, bs, "cpu", caches=kept)
+            best[name] = min(time.perf_counter() - t0, best.get(name, float("inf")))
+    same = all(np.array_equal(a, b) for a, b in zip(rows["full"], rows["kept"]))
+    return Result("eval_kept_bottom_vs_full", best["full"] / best["kept"],
+                  f"full {best['full']:.2f} s, kept {best['kept']:.2f} s per evaluation of "
+                  f"{sum(len(t.labels) for t in tokens.test)} texts; "
+                  + ("same confusion matrices" if same else "DIFFERENT confusion matrices"))
 
 
 def measure_lora_bytes(cfg: BenchConfig, tokens) -> Result:
