@@ -1,8 +1,8 @@
 """Ray: one actor per central strategy run, restarts of dead actors, start-up and signals.
 
 The driver puts each seed's tokenised stream in Ray's object store once and starts one actor
-per (strategy, seed) run, the costliest first (``clsim.strategies.work``). Each actor asks for
-a GPU (or the scenario's fraction of one) when CUDA is visible, else CPUs, matches torch's threads to its CPUs, and runs ``clsim.lifecycle.run_strategy``,
+per (strategy, seed) run. Each actor asks for a GPU (or the scenario's fraction of one) when CUDA is visible,
+else CPUs, matches torch's threads to its CPUs, and runs ``clsim.lifecycle.run_strategy``,
 which writes its results and a checkpoint after every experience. If an actor's process dies,
 Ray restarts it and the driver re-submits the run, which resumes from that checkpoint.
 """
@@ -22,7 +22,6 @@ import torch
 from clsim.config import ConfigError, Plan, StrategyPlan
 from clsim.lifecycle import ProgressFn, run_strategy
 from clsim.online import run_online
-from clsim.strategies.work import relative_work
 
 RESTART_TIMEOUT_S = 300  # how long a dead actor may take to come back before its strategy is failed
 DIED = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
@@ -118,12 +117,6 @@ def start_ray(ray_address: str | None) -> bool:
 
 
 # --------------------------------------------------------------------------- central runs
-def schedule(runs: list[Run]) -> list[Run]:
-    """The order actors are made in, the costliest run first (Ray starts waiting actors in that
-    order): runs sharing the cores end close together, not the longest alone with cores idle."""
-    return sorted(runs, key=lambda r: -relative_work(r.spec, len(r.plan.scenario.stream.experiences)))
-
-
 def execute(runs: list[Run], tokens: dict[int, object], run_dir: Path, device: str,
             progress: ProgressFn | None = None, resume: bool = False, max_restarts: int = 2,
             on_finish=None) -> tuple[dict[str, dict], dict[str, str]]:
@@ -144,7 +137,6 @@ def execute(runs: list[Run], tokens: dict[int, object], run_dir: Path, device: s
     opts = {"num_cpus": res.cpus_per_run, "num_gpus": res.gpus_per_run if device == "cuda" else 0,
             "max_restarts": max_restarts, "max_task_retries": 0}
     restarts = {r.label: 0 for r in runs}
-    runs = schedule(runs)
     token_refs = {seed: ray.put(t) for seed, t in tokens.items()}
 
     def submit(run: Run, actor, why: dict | None) -> None:

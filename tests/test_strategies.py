@@ -303,28 +303,3 @@ def test_independent_trains_each_experience_from_the_pretrained_model(make_scena
     naive = Learner(sc, spec_for(sc, "naive"), tokens)
     naive.train_experience(0)
     assert naive.accuracy_row() == R[0]
-
-
-@pytest.mark.parametrize("ref, passes", [
-    ("naive", 6.0),  # one pass per experience
-    ("replay", 1 + 5 * 2.0),  # the buffer batch doubles every step from the second experience on
-    ("ewc", 6 + 6.0),  # plus the importance pass after each experience
-    ("lwf", 6 + 5 * 0.5),  # plus the teacher's forward from the second experience on
-    ("periodic_refinetune", 3 * 2.0),  # refits after experiences 1, 3, 5 on windows of two
-    ("cumulative", 1 + 2 + 3 + 4 + 5 + 6.0),  # the union of every experience so far
-    ({"preset": "naive", "name": "naive_2x", "train": {"epochs": 2}}, 12.0),
-])
-def test_relative_work_counts_passes_over_an_experience(ref, passes):
-    from clsim.strategies.work import relative_work
-
-    assert relative_work(resolve(ref), 6) == pytest.approx(passes)
-
-
-def test_costliest_runs_are_started_first():
-    from types import SimpleNamespace
-
-    from clsim.runner import Run, schedule
-
-    plan = SimpleNamespace(scenario=SimpleNamespace(stream=SimpleNamespace(experiences=list("abcdef"))))
-    runs = [Run(n, plan, resolve(n), 0) for n in ["naive", "replay", "ewc", "periodic_refinetune"]]
-    assert [r.label for r in schedule(runs)] == ["ewc", "replay", "naive", "periodic_refinetune"]
