@@ -237,18 +237,14 @@ class Learner:
         plugin gets this function, not the data, so no test split is within its reach)."""
         return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
 
-    def _confusions(self, splits: list, features: list | None) -> list[np.ndarray]:
+    def _confusions(self, splits: list, features: list | None, bottoms: list | None = None) -> list[np.ndarray]:
         """Confusion matrices of the model on ``splits`` (from their cached ``features`` when the
-        backbone is frozen)."""
+        backbone is frozen; ``bottoms``: one BottomCache per split, for splits evaluated again)."""
         n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
         if features is not None:
             return feature_confusion_row(self.model.head, features, [s.labels for s in splits], n, bs, self.device,
                                          precision)
-        caches = None
-        if splits is self.tokens.test:  # evaluated again and again: keep the frozen bottom's output
-            self._bottoms = self._bottoms or [BottomCache() for _ in splits]
-            caches = self._bottoms
-        return confusion_row(self.model, splits, n, bs, self.device, precision, caches)
+        return confusion_row(self.model, splits, n, bs, self.device, precision, bottoms)
 
     def extra(self) -> dict:
         return {}
@@ -272,7 +268,8 @@ class Learner:
             self.eval_seconds.append(0.0)
             return [c.copy() for c in self._last_eval[1]]
         t0 = time.perf_counter()
-        row = self._confusions(self.tokens.test, self.test_features if self.cached else None)
+        self._bottoms = self._bottoms or [BottomCache() for _ in self.tokens.test]  # the test sets come back
+        row = self._confusions(self.tokens.test, self.test_features if self.cached else None, self._bottoms)
         self.eval_seconds.append(time.perf_counter() - t0)
         self._last_eval = (self._weights_version(), row)
         return row
