@@ -15,15 +15,16 @@ from clsim.precision import autocast
 
 
 def confusion_row(model: torch.nn.Module, tests: list[TokenizedSplit], n_labels: int, batch_size: int, device: str,
-                  precision: str = "fp32", caches: list[BottomCache] | None = None) -> list[np.ndarray]:
+                  precision: str = "fp32", cache: BottomCache | None = None) -> list[np.ndarray]:
     """Confusion matrices of ``model`` on every test set, model left in its prior mode.
 
     The classifier is ``head(features(x))``, so this is the pooled features (length-sorted
     batches, see :func:`clsim.models.pooled_features`) fed to :func:`feature_confusion_row`.
     ``precision="bf16"`` evaluates under the same autocast as training (``train.precision``).
-    ``caches``, one per test set, keep the frozen bottom's output for the next evaluation."""
-    caches = caches or [None] * len(tests)
-    features = [pooled_features(model, t.ids, batch_size, device, precision, c) for t, c in zip(tests, caches)]
+    ``cache`` keeps the frozen bottom's output on ``tests`` for the next evaluation."""
+    keep = cache is not None and cache.prepare(model, batch_size, precision)
+    features = [pooled_features(model, t.ids, batch_size, device, precision, cache.kept(i) if keep else None)
+                for i, t in enumerate(tests)]
     return feature_confusion_row(model.head, features, [t.labels for t in tests], n_labels, batch_size, device,
                                  precision)
 

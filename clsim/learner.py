@@ -143,7 +143,7 @@ class Learner:
     feature_seconds: float = 0.0  # time spent computing cached features (part of the training cost)
     _all_train: object = field(default=None, init=False, repr=False)  # lazily, for decode()
     _last_eval: tuple | None = field(default=None, init=False, repr=False)  # (weights version, confusion row)
-    _bottoms: list = field(default=None, init=False, repr=False)  # per test set: the frozen bottom's output
+    _bottom: BottomCache = field(default_factory=BottomCache, init=False, repr=False)  # kept on the test sets
 
     def __post_init__(self):
         seed_everything(self.scenario.seed)
@@ -237,14 +237,14 @@ class Learner:
         plugin gets this function, not the data, so no test split is within its reach)."""
         return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
 
-    def _confusions(self, splits: list, features: list | None, bottoms: list | None = None) -> list[np.ndarray]:
+    def _confusions(self, splits: list, features: list | None, bottom: BottomCache | None = None) -> list[np.ndarray]:
         """Confusion matrices of the model on ``splits`` (from their cached ``features`` when the
-        backbone is frozen; ``bottoms``: one BottomCache per split, for splits evaluated again)."""
+        backbone is frozen; ``bottom``: for splits evaluated again, the test sets)."""
         n, bs, precision = len(self.tokens.label_names), self.spec.train.eval_batch_size, self.spec.train.precision
         if features is not None:
             return feature_confusion_row(self.model.head, features, [s.labels for s in splits], n, bs, self.device,
                                          precision)
-        return confusion_row(self.model, splits, n, bs, self.device, precision, bottoms)
+        return confusion_row(self.model, splits, n, bs, self.device, precision, bottom)
 
     def extra(self) -> dict:
         return {}
@@ -268,8 +268,7 @@ class Learner:
             self.eval_seconds.append(0.0)
             return [c.copy() for c in self._last_eval[1]]
         t0 = time.perf_counter()
-        self._bottoms = self._bottoms or [BottomCache() for _ in self.tokens.test]  # the test sets come back
-        row = self._confusions(self.tokens.test, self.test_features if self.cached else None, self._bottoms)
+        row = self._confusions(self.tokens.test, self.test_features if self.cached else None, self._bottom)
         self.eval_seconds.append(time.perf_counter() - t0)
         self._last_eval = (self._weights_version(), row)
         return row

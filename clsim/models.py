@@ -92,18 +92,18 @@ class TextClassifier(nn.Module):
         mask = (input_ids != self.pad_id).long()
         return mask, create_bidirectional_mask(config=self.backbone.config, inputs_embeds=hidden, attention_mask=mask)
 
-    def bottom(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """The frozen bottom's hidden states: embeddings, then the lowest ``frozen_bottom`` layers."""
+    def bottom(self, input_ids: torch.Tensor, layers: int) -> torch.Tensor:
+        """The bottom's hidden states: embeddings, then the lowest ``layers`` (``frozen_bottom``) layers."""
         hidden = self.backbone.embeddings(input_ids=input_ids)
         _, attention = self._attention(hidden, input_ids)
-        for layer in self.backbone.encoder.layer[: self.frozen_bottom]:
+        for layer in self.backbone.encoder.layer[:layers]:
             hidden = layer(hidden, attention)
         return hidden
 
-    def top_features(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """The pooled features from the bottom's hidden states: the layers above it, then the pooling."""
+    def top_features(self, hidden: torch.Tensor, input_ids: torch.Tensor, layers: int) -> torch.Tensor:
+        """The pooled features from :meth:`bottom`'s hidden states: the layers above it, then the pooling."""
         mask, attention = self._attention(hidden, input_ids)
-        for layer in self.backbone.encoder.layer[self.frozen_bottom:]:
+        for layer in self.backbone.encoder.layer[layers:]:
             hidden = layer(hidden, attention)
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -143,30 +143,42 @@ class FeatureHead(nn.Module):
 
 @dataclass
 class BottomCache:
-    """The frozen bottom's output (:meth:`TextClassifier.bottom`) on one fixed list of sequences,
-    batch by batch as :func:`pooled_features` makes the batches. Evaluating a test set again then
-    runs only the layers that train: with MiniLM's lowest 2 of 6 layers frozen, about a third
-    less work, and the same numbers. It is used while the bottom's weights, the batch size and
-    the precision are the ones it was made with (``key``)."""
+    """The frozen bottom's output (:meth:`TextClassifier.bottom`) on a fixed list of test sets,
+    per set batch by batch as :func:`pooled_features` makes the batches. Evaluating them again
+    then runs only the layers that train: with MiniLM's lowest 2 of 6 layers frozen, about a third
+    less work, and the same numbers. It holds while the bottom's weights, the batch size and the
+    precision are the ones it was made with (``key``, checked once per evaluation)."""
 
     key: tuple | None = None
-    batches: list = field(default_factory=list)
+    sets: dict = field(default_factory=dict)  # test set index -> its batches' hidden states
+
+    def prepare(self, model: TextClassifier, batch_size: int, precision: str) -> bool:
+        """Whether ``model`` has a frozen bottom to keep; what was kept for other weights is dropped."""
+        if model.frozen_bottom == 0:
+            return False
+        key = (model.bottom_digest(), batch_size, precision)
+        if key != self.key:
+            self.key, self.sets = key, {}
+        return True
+
+    def kept(self, i: int) -> list:
+        """Test set ``i``'s kept batches (empty until its first evaluation fills them)."""
+        return self.sets.setdefault(i, [])
 
 
 @torch.no_grad()
 def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: int, device: str,
-                    precision: str = "fp32", cache: BottomCache | None = None) -> torch.Tensor:
+                    precision: str = "fp32", kept: list | None = None) -> torch.Tensor:
     """The model's pooled features for every sequence (input order), computed once in eval mode.
 
-    Batches are length-sorted so dynamic padding wastes little work. With a ``cache`` (``ids``
-    must be the same sequences at every call) the frozen bottom's output is kept there and reused."""
+    Batches are length-sorted so dynamic padding wastes little work. ``kept`` (from
+    :meth:`BottomCache.kept`, for the same sequences at every call): the frozen bottom's output per
+    batch, filled when empty and reused after."""
     collate = PadCollate(model.pad_id)
     out = torch.empty(len(ids), model.head.in_features)
     order = np.argsort([len(x) for x in ids], kind="stable")
-    split = cache is not None and model.frozen_bottom > 0
-    key = (model.bottom_digest(), batch_size, precision) if split else None
-    kept = cache.batches if split and cache.key == key else None
-    fresh = []
+    layers = model.frozen_bottom if kept is not None else 0
+    reuse = bool(kept)
     was_training = model.training
     model.eval()
     try:
@@ -175,17 +187,15 @@ def pooled_features(model: TextClassifier, ids: list[np.ndarray], batch_size: in
                 idx = order[start:start + batch_size]
                 x, _, _ = collate([(ids[i], 0, 0) for i in idx])
                 x = x.to(device)
-                if split:
-                    hidden = kept[b] if kept is not None else model.bottom(x)
-                    fresh.append(hidden)
-                    f = model.top_features(hidden, x)
+                if layers:
+                    if not reuse:
+                        kept.append(model.bottom(x, layers))
+                    f = model.top_features(kept[b], x, layers)
                 else:
                     f = model.features(x)
                 out[torch.as_tensor(idx)] = f.float().cpu()
     finally:
         model.train(was_training)
-    if split:
-        cache.key, cache.batches = key, fresh
     return out
 
 

@@ -233,15 +233,15 @@ def measure_bottom_cache(cfg: BenchConfig, tokens, say) -> Result:
     model = build_model(sc.model.model_copy(update={"finetune": "partial", "freeze_layers": 2}),
                         len(tokens.label_names), 0)
     n, bs = len(tokens.label_names), sc.train.eval_batch_size
-    caches = [BottomCache() for _ in tokens.test]
-    confusion_row(model, tokens.test, n, bs, "cpu", caches=caches)  # a run's first evaluation fills them
+    cache = BottomCache()
+    confusion_row(model, tokens.test, n, bs, "cpu", cache=cache)  # a run's first evaluation fills it
     best: dict[str, float] = {}
     rows: dict[str, list] = {}
     for r in range(cfg.repeats):
         say(f"evaluation with the lowest 2 layers frozen, full forward vs kept bottom, pass {r + 1} of {cfg.repeats}")
-        for name, kept in (("full", None), ("kept", caches)):
+        for name, kept in (("full", None), ("kept", cache)):
             t0 = time.perf_counter()
-            rows[name] = confusion_row(model, tokens.test, n, bs, "cpu", caches=kept)
+            rows[name] = confusion_row(model, tokens.test, n, bs, "cpu", cache=kept)
             best[name] = min(time.perf_counter() - t0, best.get(name, float("inf")))
     same = all(np.array_equal(a, b) for a, b in zip(rows["full"], rows["kept"]))
     return Result("eval_kept_bottom_vs_full", best["full"] / best["kept"],

@@ -60,7 +60,7 @@ class FederatedServer:
         self.rounds: list[dict] = []  # the round log
         self.client_rows: dict[int, list[list[float] | None]] = {c: [] for c in range(fed.clients)}
         self.eval_seconds = 0.0
-        self.bottoms = [BottomCache() for _ in self.tokens.test]  # the frozen bottom's output, kept between rounds
+        self.bottom = BottomCache()  # the frozen bottom's output on the test sets, kept between rounds
         self.t0 = time.perf_counter()
         self.restored = False
         if job.state_dir and not life.saved:  # starting over: no client may pick up an earlier attempt's state
@@ -105,7 +105,7 @@ class FederatedServer:
         t0 = time.perf_counter()
         train = self.job.spec.train
         row = confusion_row(self.model, self.tokens.test, len(self.tokens.label_names), train.eval_batch_size,
-                            self.device, train.precision, self.bottoms)
+                            self.device, train.precision, self.bottom)
         self.eval_seconds += time.perf_counter() - t0
         return row
 
