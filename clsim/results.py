@@ -179,6 +179,11 @@ def aggregate(docs: list[dict], seeds: list[int]) -> dict:
         mats = [np.asarray(d[key], dtype=float) for d in done if key in d and d[key]]
         if mats and all(m.shape == mats[0].shape for m in mats):
             out[key] = _nanmean(mats)
+    margins = [np.diag(np.asarray(d["accuracy_matrix"], dtype=float)) - np.asarray(d["majority"], dtype=float)
+               for d in done if d.get("accuracy_matrix") and d.get("majority")
+               and len(d["accuracy_matrix"]) == len(d["majority"])]
+    if margins and all(m.shape == margins[0].shape for m in margins):  # R[j][j] − majority[j], per seed
+        out["intervals"]["diagonal_margin"] = [list(M.interval(col)[1:]) for col in np.asarray(margins).T]
     for m in (*METRICS, *OM.ONLINE_METRICS):  # online ones only where the protocol was online
         values = {str(d.get("seed")): d.get(m) for d in done if d.get(m) is not None}
         if values:

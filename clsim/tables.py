@@ -267,7 +267,9 @@ def online_margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
 # --------------------------------------------------------------------------- margins per experience
 def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per experience: its test set's majority-class rate, and each strategy's diagonal accuracy
-    R[j][j] (mean over seeds) with its margin over that rate."""
+    R[j][j] (mean over seeds) with its margin over that rate — and, over several seeds, the margin's
+    95 % interval: whether a topic is learned beyond its constant predictor is a finding only if the
+    interval excludes 0 (on a skewed topic one test tweet is a large share of the margin)."""
     ref = next((d for d in docs if d.get("majority")), None)
     if ref is None:
         return []
@@ -277,10 +279,13 @@ def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     for j, name in enumerate(names):
         cells = [name, f"{maj[j]:.3f}"]
         for d in shown:
-            R = d["accuracy_matrix"]
-            cells.append(f"{R[j][j]:.3f} ({R[j][j] - maj[j]:+.3f})" if j < len(R) else "—")
+            R, iv = d["accuracy_matrix"], (d.get("intervals") or {}).get("diagonal_margin") or []
+            lo, hi = iv[j] if j < len(iv) else (math.nan, math.nan)
+            band = f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""
+            cells.append(f"{R[j][j]:.3f} ({R[j][j] - maj[j]:+.3f}{band})" if j < len(R) else "—")
         rows.append(cells)
-    return ["Diagonal accuracy R[j][j] per experience (margin over its majority-class rate):", "",
+    return ["Diagonal accuracy R[j][j] per experience (margin over its majority-class rate; over several seeds "
+            "its 95 % interval — one that excludes 0 is a margin the seeds support):", "",
             *markdown(["experience", "majority", *(d["strategy"] for d in shown)], rows)]
 
 

@@ -71,11 +71,17 @@ def test_aggregate_over_seeds_means_intervals_and_per_seed_values():
     mean, lo2, hi2 = M.interval([0.7, 0.65])
     assert (lo, hi) == (pytest.approx(lo2), pytest.approx(hi2)) and lo < 0.675 < hi
     assert agg["accuracy_matrix"] == [[0.7, 0.8], [0.5, pytest.approx(0.85)]]
+    # diagonal margins over the majority rates (0.6, 0.8): airlines 0.1 in both seeds, cars 0.1 and 0.0
+    (lo_a, hi_a), (lo_c, hi_c) = agg["intervals"]["diagonal_margin"]
+    assert (lo_a, hi_a) == (pytest.approx(0.1), pytest.approx(0.1))  # no spread, no width
+    _, lo_c2, hi_c2 = M.interval([0.1, 0.0])
+    assert (lo_c, hi_c) == (pytest.approx(lo_c2), pytest.approx(hi_c2)) and lo_c < 0 < hi_c
     assert agg["costs"]["samples_trained"] == 1200 and isinstance(agg["costs"]["samples_trained"], int)
     assert "seed" not in agg["hparams"]
     partial = RS.aggregate([a], [0, 1])  # seed 1 still running
     assert not partial["complete"] and partial["acc"] == pytest.approx(0.7)
     assert math.isnan(partial["intervals"]["acc"][0])  # one seed: no interval
+    assert math.isnan(partial["intervals"]["diagonal_margin"][1][0])
 
 
 def test_partial_doc_reads_seed_folders(tmp_path):

@@ -63,6 +63,11 @@ def test_margins_compare_each_diagonal_with_its_majority_rate():
     rows = [line for line in md if line.startswith("| ") and not line.startswith("| experience")]
     assert rows[0] == "| a | 0.600 | 0.700 (+0.100) | 0.720 (+0.120) |"
     assert rows[1] == "| b | 0.800 | 0.900 (+0.100) | 0.850 (+0.050) |"
+    # over seeds, each margin carries its interval (as clsim.results.aggregate writes it)
+    _, lo, hi = M.interval([0.02, 0.05, 0.08])
+    seeded = {**REPLAY, "intervals": {**REPLAY["intervals"], "diagonal_margin": [[0.1, 0.14], [lo, hi]]}}
+    rows = [line for line in TB.margins_markdown([NAIVE, seeded]) if line.startswith("| b ")]
+    assert rows == [f"| b | 0.800 | 0.900 (+0.100) | 0.850 (+0.050 [{lo:+.3f}, {hi:+.3f}]) |"] and lo < 0
 
 
 def test_summary_files(tmp_path):
