@@ -90,6 +90,14 @@ def test_validate_prints_the_plan():
     assert "48 train / 0 val / 24 test" in result.output
 
 
+@pytest.mark.parametrize("scenario", sorted((ROOT / "scenarios").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_scenario_validates(scenario):
+    """The scenarios the README and the Makefile run (reports take an hour: a typo must not wait for them)."""
+    result = runner.invoke(app, ["validate", str(scenario)])
+    assert result.exit_code == 0, result.output
+    assert f"ok {scenario}" in " ".join(result.output.split())
+
+
 def test_list_shows_scenarios_and_presets():
     result = runner.invoke(app, ["list"])
     assert result.exit_code == 0
