@@ -25,6 +25,7 @@ from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
 from clsim.tables import (
     ONLINE_NOTE,
     csv_rows,
+    diagonal_differences_markdown,
     differences_markdown,
     fmt,
     is_online,
@@ -135,6 +136,7 @@ def load(paths: Sequence[Path], pool_seeds: bool = False) -> list[Entry]:
         files += [f for f in metrics_files(Path(p)) if f not in files]
     docs = [_read(f) for f in files]
     if not pool_seeds:
+        docs = [_merged([f], [d]) for f, d in zip(files, docs)]
         return [Entry(label, f.parent, d) for label, f, d in zip(_labels(files, docs), files, docs)]
     recipes = [_recipe(f) for f in files]
     groups: list[list[int]] = []  # indices of the files that are one strategy, first file first
@@ -179,14 +181,20 @@ def _same_run_of(doc: dict, group: list[dict]) -> bool:
 
 
 def _merged(files: list[Path], docs: list[dict]) -> dict:
-    """One strategy's documents from several runs, aggregated again over all their seeds' documents."""
-    if len(docs) == 1:
-        return docs[0]
+    """One strategy's documents (one run folder's, or several holding different seeds) aggregated
+    again from its seeds' own documents: those are the source of truth, and the strategy's file is
+    derived from them, perhaps by an older clsim. A lone document is kept as written where one of
+    its seeds' documents is missing (a seed still running, or a copied file)."""
     from clsim.results import aggregate
 
-    seeds = [s for d in docs for s in d["seeds"]]
-    found = [f.parent / f"seed_{s}" / "metrics.json" for f, d in zip(files, docs) for s in d["seeds"]]
-    return aggregate([_read(f) for f in found if f.is_file()], sorted(seeds))  # a seed still running: none yet
+    seeds = [s for d in docs for s in d.get("seeds") or []]
+    found = [f.parent / f"seed_{s}" / "metrics.json" for f, d in zip(files, docs) for s in d.get("seeds") or []]
+    present = [f for f in found if f.is_file()]
+    if len(docs) == 1 and (not found or len(present) < len(found)):
+        return docs[0]
+    out = aggregate([_read(f) for f in present], sorted(seeds))
+    errors = [d["error"] for d in docs if d.get("error")]
+    return {**out, "error": "; ".join(errors)} if errors else out
 
 
 # --------------------------------------------------------------------------- tables
@@ -209,7 +217,8 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Seq
         lines += [ONLINE_NOTE, ""]
     lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
     blocks = (differences_markdown(docs), differences_markdown(docs, "independent"),
-              *(differences_markdown(docs, b) for b in baselines), online_margins_markdown(docs), margins_markdown(docs))
+              *(differences_markdown(docs, b) for b in baselines), online_margins_markdown(docs), margins_markdown(docs),
+              diagonal_differences_markdown(docs))
     for block in blocks:
         if block:
             lines += ["", *block]

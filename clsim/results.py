@@ -179,11 +179,13 @@ def aggregate(docs: list[dict], seeds: list[int]) -> dict:
         mats = [np.asarray(d[key], dtype=float) for d in done if key in d and d[key]]
         if mats and all(m.shape == mats[0].shape for m in mats):
             out[key] = _nanmean(mats)
-    margins = [np.diag(np.asarray(d["accuracy_matrix"], dtype=float)) - np.asarray(d["majority"], dtype=float)
-               for d in done if d.get("accuracy_matrix") and d.get("majority")
-               and len(d["accuracy_matrix"]) == len(d["majority"])]
-    if margins and all(m.shape == margins[0].shape for m in margins):  # R[j][j] − majority[j], per seed
-        out["intervals"]["diagonal_margin"] = [list(M.interval(col)[1:]) for col in np.asarray(margins).T]
+    square = [d for d in done if d.get("accuracy_matrix") and len(d["accuracy_matrix"]) == len(d.get("majority") or ())]
+    if square:  # every trained experience's R[j][j] per seed, and its margin over the majority rate
+        out["per_seed"]["diagonal"] = {str(d.get("seed")): np.diag(np.asarray(d["accuracy_matrix"], dtype=float)).tolist()
+                                       for d in square}
+        margins = np.asarray([np.diag(np.asarray(d["accuracy_matrix"], dtype=float)) - np.asarray(d["majority"], dtype=float)
+                              for d in square])
+        out["intervals"]["diagonal_margin"] = [list(M.interval(col)[1:]) for col in margins.T]
     for m in (*METRICS, *OM.ONLINE_METRICS):  # online ones only where the protocol was online
         values = {str(d.get("seed")): d.get(m) for d in done if d.get(m) is not None}
         if values:

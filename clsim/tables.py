@@ -264,6 +264,36 @@ def online_margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
             *markdown(["strategy", "online_acc − majority", "online_bal_acc − chance"], rows)]
 
 
+def diagonal_differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str = "independent") -> list[str]:
+    """Per experience: each strategy's diagonal R[j][j] minus ``baseline``'s, paired over the seeds
+    both finished. Against ``independent`` (each experience learned from the pretrained model alone)
+    it is the transfer to that one topic from having learned the earlier ones — which the averaged
+    columns mix over topics. Empty without the baseline or its per-seed diagonals."""
+    base = next((d for d in docs if d["strategy"] == baseline), None)
+    b = ((base or {}).get("per_seed") or {}).get("diagonal")
+    if not b:
+        return []
+    others = [d for d in docs if d is not base and d.get("experiences") == base["experiences"]]
+    rows, n = [], 0
+    for j, name in enumerate(base["experiences"]):
+        cells = [name]
+        for d in others:
+            a = (d.get("per_seed") or {}).get("diagonal") or {}
+            common = sorted(k for k in set(a) & set(b) if j < min(len(a[k]), len(b[k])))
+            if not common:
+                cells.append("—")
+                continue
+            mean, lo, hi = M.paired_interval([a[k][j] for k in common], [b[k][j] for k in common])
+            n = max(n, len(common))
+            cells.append(f"{mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""))
+        rows.append(cells)
+    if not others or not n:
+        return []
+    return [f"Diagonal R[j][j] minus `{baseline}`'s, per experience, paired over {n} seed(s) (mean [95 % interval]; "
+            "an interval that excludes 0 is a difference the seeds support):", "",
+            *markdown(["experience", *(d["strategy"] for d in others)], rows)]
+
+
 # --------------------------------------------------------------------------- margins per experience
 def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     """Per experience: its test set's majority-class rate, and each strategy's diagonal accuracy
@@ -302,7 +332,7 @@ def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]])
              *([ONLINE_NOTE, ""] if is_online(docs) else []),
              *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
     for block in (differences_markdown(docs), differences_markdown(docs, "independent"), online_margins_markdown(docs),
-                  margins_markdown(docs)):
+                  margins_markdown(docs), diagonal_differences_markdown(docs)):
         if block:
             lines += ["", *block]
     incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import plan_of
 from typer.testing import CliRunner
@@ -246,3 +247,19 @@ def test_seeds_of_one_strategy_from_two_runs_are_one_entry(tmp_path):
     assert len(report.load([a, frozen], pool_seeds=True)) == 2
     (tmp_path / "b" / "fedavg" / "seed_2" / "metrics.json").unlink()  # a seed still running
     assert report.load([a, b], pool_seeds=True)[0].doc["seeds_done"] == [0, 1]
+
+
+def test_a_strategy_is_read_from_its_seeds_documents(tmp_path):
+    """The seeds' documents are the source of truth: a strategy file written without the per-seed
+    diagonals (an older clsim) is aggregated again, so the per-topic tables can pair seeds."""
+    run = _run_of(tmp_path, "a", [0, 1, 2])
+    stale = json.loads((run / "fedavg" / "metrics.json").read_text())
+    del stale["per_seed"]["diagonal"], stale["intervals"]["diagonal_margin"]
+    (run / "fedavg" / "metrics.json").write_text(json.dumps(stale))
+    (entry,) = report.load([run])
+    diag = {str(s): np.diag(json.loads((REFERENCE / f"seed_{s}" / "metrics.json").read_text())["accuracy_matrix"])
+            for s in (0, 1, 2)}
+    assert entry.doc["per_seed"]["diagonal"] == {s: pytest.approx(v.tolist()) for s, v in diag.items()}
+    (run / "fedavg" / "seed_2" / "metrics.json").unlink()  # a seed's document missing: the file as written
+    (entry,) = report.load([run])
+    assert "diagonal" not in entry.doc["per_seed"]

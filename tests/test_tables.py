@@ -70,6 +70,22 @@ def test_margins_compare_each_diagonal_with_its_majority_rate():
     assert rows == [f"| b | 0.800 | 0.900 (+0.100) | 0.850 (+0.050 [{lo:+.3f}, {hi:+.3f}]) |"] and lo < 0
 
 
+def test_diagonal_differences_pair_each_topic_over_seeds():
+    diag = lambda *seeds: {str(k): list(v) for k, v in enumerate(seeds)}  # noqa: E731
+    ind = {**agg("independent", {"0": 0.7, "1": 0.7, "2": 0.7}), "strategy": "independent"}
+    ind["per_seed"] = {**ind["per_seed"], "diagonal": diag((0.80, 0.90), (0.70, 0.92), (0.75, 0.88))}
+    naive = {**NAIVE, "per_seed": {**NAIVE["per_seed"], "diagonal": diag((0.80, 0.85), (0.70, 0.87), (0.75, 0.82))}}
+    short = {**REPLAY, "per_seed": {**REPLAY["per_seed"], "diagonal": diag((0.82,), (0.71,), (0.74,))}}  # b not reached
+    md = TB.diagonal_differences_markdown([naive, short, ind])
+    assert "minus `independent`'s, per experience, paired over 3 seed(s)" in md[0]
+    rows = [line for line in md if line.startswith("| a ") or line.startswith("| b ")]
+    _, lo, hi = M.paired_interval([0.85, 0.87, 0.82], [0.90, 0.92, 0.88])
+    assert rows[0] == f"| a | +0.000 [+0.000, +0.000] | +0.007 [{M.interval([0.02, 0.01, -0.01])[1]:+.3f}, " \
+                      f"{M.interval([0.02, 0.01, -0.01])[2]:+.3f}] |"
+    assert rows[1] == f"| b | {(-0.05 - 0.05 - 0.06) / 3:+.3f} [{lo:+.3f}, {hi:+.3f}] | — |" and hi < 0
+    assert TB.diagonal_differences_markdown([naive, short]) == []  # no baseline, no table
+
+
 def test_summary_files(tmp_path):
     partial = agg("lwf", {"0": 0.5}, complete=False)
     TB.write_summary(tmp_path, [NAIVE, REPLAY, partial])
