@@ -58,7 +58,7 @@ cars-report: $(VENV)/.stamp-run
 online-report: $(VENV)/.stamp-run
 	rm -rf results/drift_online/evidence
 	$(BIN)/clsim run scenarios/drift_online.yaml --run-id evidence
-	$(BIN)/clsim compare results/drift_online/evidence --output results/drift_online
+	$(BIN)/clsim compare results/drift_online/evidence --baseline periodic_5 --baseline periodic_20 --output results/drift_online
 
 # Federated EWC anchored locally vs at the global model, with plain FedAvg as the baseline
 # (scenarios/fed_ewc_anchors.yaml, 3 seeds, about 80 minutes on 2 CPU cores) into results/fed_ewc_anchors/.
