@@ -304,7 +304,7 @@ def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
     if ref is None:
         return []
     names, maj = ref["experiences"], ref["majority"]
-    shown = [d for d in docs if d.get("accuracy_matrix")]
+    shown = [d for d in docs if d.get("accuracy_matrix") and d.get("experiences") == names]  # rows are experiences
     rows = []
     for j, name in enumerate(names):
         cells = [name, f"{maj[j]:.3f}"]
@@ -312,7 +312,8 @@ def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
             R, iv = d["accuracy_matrix"], (d.get("intervals") or {}).get("diagonal_margin") or []
             lo, hi = iv[j] if j < len(iv) else (math.nan, math.nan)
             band = f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""
-            cells.append(f"{R[j][j]:.3f} ({R[j][j] - maj[j]:+.3f}{band})" if j < len(R) else "—")
+            own = (d.get("majority") or maj)[j]  # its own test sets' rate: the same as the interval's
+            cells.append(f"{R[j][j]:.3f} ({R[j][j] - own:+.3f}{band})" if j < len(R) else "—")
         rows.append(cells)
     return ["Diagonal accuracy R[j][j] per experience (margin over its majority-class rate; over several seeds "
             "its 95 % interval — one that excludes 0 is a margin the seeds support):", "",

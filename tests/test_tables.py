@@ -68,6 +68,8 @@ def test_margins_compare_each_diagonal_with_its_majority_rate():
     seeded = {**REPLAY, "intervals": {**REPLAY["intervals"], "diagonal_margin": [[0.1, 0.14], [lo, hi]]}}
     rows = [line for line in TB.margins_markdown([NAIVE, seeded]) if line.startswith("| b ")]
     assert rows == [f"| b | 0.800 | 0.900 (+0.100) | 0.850 (+0.050 [{lo:+.3f}, {hi:+.3f}]) |"] and lo < 0
+    other = {**REPLAY, "experiences": ["b"], "accuracy_matrix": [[0.95]], "majority": [0.8]}  # another stream
+    assert all("0.950" not in line for line in TB.margins_markdown([NAIVE, other]))
 
 
 def test_diagonal_differences_pair_each_topic_over_seeds():
