@@ -104,3 +104,21 @@ def test_tune_searches_on_validation_only(tmp_path):
     lines = (folder / "trials.csv").read_text().strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("ewc_lambda,bal_acc (validation)")
     assert (folder / "plan.json").is_file() and (folder / "splits.json").is_file()
+
+
+def test_the_shipped_tune_never_validates_on_make_runs_test_tweets():
+    """scenarios/drift_sentiment_tune.yaml draws as drift_sentiment.yaml does for the same seed, so no
+    tweet it tunes on is one of `make run`'s test tweets. (The draw fills train, then validation, then
+    test, per class: a larger val_per_experience in the tune would take the main run's test tweets.)"""
+    from pathlib import Path
+
+    from clsim.config import load_scenario
+    from clsim.data.stream import build_stream
+
+    root = Path(__file__).resolve().parents[1] / "scenarios"
+    tune, main = load_scenario(root / "drift_sentiment_tune.yaml"), load_scenario(root / "drift_sentiment.yaml")
+    assert tune.run_seeds == [0] and 0 in main.run_seeds
+    tuned, served = build_stream(tune.stream, 0), build_stream(main.stream, 0)
+    test_rows = {e.name: set(e.test.rows.tolist()) for e in served.experiences}
+    for e in tuned.experiences:
+        assert len(e.val.rows) > 0 and not set(e.val.rows.tolist()) & test_rows[e.name], e.name
