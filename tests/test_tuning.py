@@ -121,4 +121,5 @@ def test_the_shipped_tune_never_validates_on_make_runs_test_tweets():
     tuned, served = build_stream(tune.stream, 0), build_stream(main.stream, 0)
     test_rows = {e.name: set(e.test.rows.tolist()) for e in served.experiences}
     for e in tuned.experiences:
-        assert len(e.val.rows) > 0 and not set(e.val.rows.tolist()) & test_rows[e.name], e.name
+        for part in (e.train, e.val):
+            assert len(part.rows) > 0 and not set(part.rows.tolist()) & test_rows[e.name], e.name
