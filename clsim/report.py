@@ -25,13 +25,10 @@ from clsim.sinks import atomic_write_bytes, atomic_write_text, write_csv
 from clsim.tables import (
     ONLINE_NOTE,
     csv_rows,
-    diagonal_differences_markdown,
-    differences_markdown,
     fmt,
     is_online,
-    margins_markdown,
-    online_margins_markdown,
     table,
+    tables_after,
 )
 from clsim.tables import markdown as markdown_rows
 
@@ -216,12 +213,7 @@ def markdown(entries: Sequence[Entry], plots: Sequence[str] = (), baselines: Seq
     if is_online(docs):
         lines += [ONLINE_NOTE, ""]
     lines += markdown_rows([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in body])
-    blocks = (differences_markdown(docs), differences_markdown(docs, "independent"),
-              *(differences_markdown(docs, b) for b in baselines), online_margins_markdown(docs), margins_markdown(docs),
-              diagonal_differences_markdown(docs))
-    for block in blocks:
-        if block:
-            lines += ["", *block]
+    lines += tables_after(docs, baselines)
     where = lambda run, pooled: f"{run.parent.name}/{run.name}" if pooled else run.name  # noqa: E731
     lines += ["", "Sources:", ""] + [f"- `{e.label}`: `{e.path.name}` in run `{where(e.path.parent, e.more)}`"
                                      + "".join(f" and run `{where(m, True)}`" for m in e.more)

@@ -181,10 +181,9 @@ def aggregate(docs: list[dict], seeds: list[int]) -> dict:
             out[key] = _nanmean(mats)
     square = [d for d in done if d.get("accuracy_matrix") and len(d["accuracy_matrix"]) == len(d.get("majority") or ())]
     if square:  # every trained experience's R[j][j] per seed, and its margin over the majority rate
-        out["per_seed"]["diagonal"] = {str(d.get("seed")): np.diag(np.asarray(d["accuracy_matrix"], dtype=float)).tolist()
-                                       for d in square}
-        margins = np.asarray([np.diag(np.asarray(d["accuracy_matrix"], dtype=float)) - np.asarray(d["majority"], dtype=float)
-                              for d in square])
+        diagonals = np.asarray([np.diag(np.asarray(d["accuracy_matrix"], dtype=float)) for d in square])
+        out["per_seed"]["diagonal"] = {str(d.get("seed")): row.tolist() for d, row in zip(square, diagonals)}
+        margins = diagonals - np.asarray([d["majority"] for d in square], dtype=float)
         out["intervals"]["diagonal_margin"] = [list(M.interval(col)[1:]) for col in margins.T]
     for m in (*METRICS, *OM.ONLINE_METRICS):  # online ones only where the protocol was online
         values = {str(d.get("seed")): d.get(m) for d in done if d.get(m) is not None}

@@ -195,6 +195,11 @@ DIFFERENCES = ("acc", "bal_acc", "forgetting", "learning_acc", "bal_learning_acc
 ONLINE_DIFFERENCES = ("online_acc", "online_bal_acc", "acc", "bal_acc", "online_samples", "online_train_seconds")
 
 
+def signed(mean: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """``+0.012 [+0.004, +0.019]``: a difference or margin with its 95 % interval (none with one seed)."""
+    return f"{mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "")
+
+
 def differences(docs: Sequence[Mapping[str, Any]], baseline: str = "naive",
                 metrics: Sequence[str] = DIFFERENCES) -> list[tuple[str, dict]]:
     """Each strategy minus ``baseline`` per metric, paired over the seeds both finished: (mean,
@@ -227,11 +232,7 @@ def differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: str | None
         return []
 
     def cell(v) -> str:
-        if v is None:
-            return "—"
-        mean, lo, hi, n = v
-        iv = f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""
-        return f"{mean:+.3f}{iv}"
+        return "—" if v is None else signed(*v[:3])
 
     n = max((v[3] for _, r in rows for v in r.values()), default=0)
     return [f"Difference to `{baseline}`, paired over {n} seed(s) (mean [95 % interval]; an interval that "
@@ -255,8 +256,7 @@ def online_margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
         cells = [M.paired_interval([acc[s] for s in common], [maj[s] for s in common]),
                  M.paired_interval([bal[s] for s in common], [chance] * len(common))]
         n = max(n, len(common))
-        rows.append([d["strategy"], *(f"{m:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else "")
-                                      for m, lo, hi in cells)])
+        rows.append([d["strategy"], *(signed(*c) for c in cells)])
     if not rows:
         return []
     return [f"Margin over the trivial baselines, paired over {n} seed(s) (mean [95 % interval]): online_acc − the "
@@ -283,9 +283,8 @@ def diagonal_differences_markdown(docs: Sequence[Mapping[str, Any]], baseline: s
             if not common:
                 cells.append("—")
                 continue
-            mean, lo, hi = M.paired_interval([a[k][j] for k in common], [b[k][j] for k in common])
             n = max(n, len(common))
-            cells.append(f"{mean:+.3f}" + (f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""))
+            cells.append(signed(*M.paired_interval([a[k][j] for k in common], [b[k][j] for k in common])))
         rows.append(cells)
     if not others or not n:
         return []
@@ -310,14 +309,25 @@ def margins_markdown(docs: Sequence[Mapping[str, Any]]) -> list[str]:
         cells = [name, f"{maj[j]:.3f}"]
         for d in shown:
             R, iv = d["accuracy_matrix"], (d.get("intervals") or {}).get("diagonal_margin") or []
-            lo, hi = iv[j] if j < len(iv) else (math.nan, math.nan)
-            band = f" [{lo:+.3f}, {hi:+.3f}]" if math.isfinite(lo) else ""
             own = (d.get("majority") or maj)[j]  # its own test sets' rate: the same as the interval's
-            cells.append(f"{R[j][j]:.3f} ({R[j][j] - own:+.3f}{band})" if j < len(R) else "—")
+            cells.append(f"{R[j][j]:.3f} ({signed(R[j][j] - own, *(iv[j] if j < len(iv) else ()))})"
+                         if j < len(R) else "—")
         rows.append(cells)
     return ["Diagonal accuracy R[j][j] per experience (margin over its majority-class rate; over several seeds "
             "its 95 % interval — one that excludes 0 is a margin the seeds support):", "",
             *markdown(["experience", "majority", *(d["strategy"] for d in shown)], rows)]
+
+
+def tables_after(docs: Sequence[Mapping[str, Any]], baselines: Sequence[str] = ()) -> list[str]:
+    """The tables under the main one, in summaries and comparisons alike: paired differences to the
+    default baseline, to ``independent`` and to ``baselines``; margins; per-topic transfer."""
+    lines: list[str] = []
+    for block in (differences_markdown(docs), differences_markdown(docs, "independent"),
+                  *(differences_markdown(docs, b) for b in baselines), online_margins_markdown(docs),
+                  margins_markdown(docs), diagonal_differences_markdown(docs)):
+        if block:
+            lines += ["", *block]
+    return lines
 
 
 # --------------------------------------------------------------------------- summary files
@@ -332,10 +342,7 @@ def write_summary(run_dir: str | os.PathLike, docs: Sequence[Mapping[str, Any]])
              + (" ± half the 95 % interval" if seeds > 1 else "") + ".", "",
              *([ONLINE_NOTE, ""] if is_online(docs) else []),
              *markdown([c.key for c in cols], [[fmt(v, c.kind) for v, c in zip(r, cols)] for r in rows])]
-    for block in (differences_markdown(docs), differences_markdown(docs, "independent"), online_margins_markdown(docs),
-                  margins_markdown(docs), diagonal_differences_markdown(docs)):
-        if block:
-            lines += ["", *block]
+    lines += tables_after(docs)
     incomplete = [doc["strategy"] for doc in docs if not doc.get("complete")]
     if incomplete:
         lines += ["", f"Incomplete strategies (partial or missing results): {', '.join(incomplete)}"]
