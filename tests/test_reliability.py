@@ -221,7 +221,8 @@ def test_checkpoint_is_explicit_state_loadable_weights_only(setup, tmp_path):
             assert [g["key"] for g in groups] == [0, 1]
             assert all(0 <= i < n0 for i in groups[0]["ids"].tolist())
             assert all(n0 <= i < n0 + n1 for i in groups[1]["ids"].tolist())
-            assert sum(len(g["ids"]) for g in groups) == min(100, n0 + n1)  # mem_size 100 (the preset)
+            mem = specs[name].plugin("BalancedReplayPlugin").params["mem_size"]
+            assert sum(len(g["ids"]) for g in groups) == min(mem, n0 + n1)
         if name == "ewc":
             imp = plugins["EWCPlugin"]["importances"]
             assert sorted(imp) == [0, 1]

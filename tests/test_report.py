@@ -180,7 +180,7 @@ def test_hparams_dashboard_lists_every_strategy_with_final_metrics(runs):
         assert values["hparam/forgetting"] == pytest.approx(doc["forgetting"])
         assert values["hparam/bwt"] == pytest.approx(doc["bwt"])
         assert values["hparam/train_seconds"] == pytest.approx(doc["costs"]["train_seconds"], rel=1e-5)
-    assert sessions["replay/seed_0"][0]["BalancedReplayPlugin.mem_size"] == 100
+    assert sessions["replay/seed_0"][0]["BalancedReplayPlugin.mem_size"] == 300  # the preset's
     assert "BalancedReplayPlugin.mem_size" not in sessions["naive/seed_0"][0]
     assert sessions["naive/seed_0"][0]["seed"] == 0
 
