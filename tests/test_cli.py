@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clsim.cli import app
+from clsim.cli import EXTENSIONS, app
+from clsim.config.plan import resolve
+from clsim.results import read_plan
+from clsim.tuning import TUNE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "scenarios" / "smoke.yaml"
@@ -96,6 +99,25 @@ def test_every_shipped_scenario_validates(scenario):
     result = runner.invoke(app, ["validate", str(scenario)])
     assert result.exit_code == 0, result.output
     assert f"ok {scenario}" in " ".join(result.output.split())
+
+
+COMMITTED_RUNS = sorted(p.parent for p in (ROOT / "results").glob("*/*/plan.json")
+                        if not (p.parent / TUNE_FILE).exists())  # a tune's trials override its plan
+
+
+@pytest.mark.parametrize("run_dir", COMMITTED_RUNS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_runs_are_what_their_scenarios_resolve_to_today(run_dir):
+    """The README's numbers come from committed run folders, and the Makefile's report targets
+    regenerate them from the scenarios. That holds only while each scenario still resolves to the
+    plan its run was made with: a preset changed without regenerating, or pinning, fails here."""
+    then = read_plan(run_dir, EXTENSIONS)
+    now = resolve(then.file, extensions=EXTENSIONS)
+    assert now.scenario.stream == then.scenario.stream and now.scenario.model == then.scenario.model
+    ran = {p.parent.parent.name for p in run_dir.glob("*/seed_*/metrics.json")}  # <strategy>/seed_<k>/
+    assert ran, f"{run_dir} holds no strategy's metrics"
+    for s in then.strategies:
+        if s.name in ran:
+            assert now.strategy(s.name) == s, f"{run_dir.name}: {s.name} resolves differently today"
 
 
 def test_list_shows_scenarios_and_presets():
