@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SCENARIO ?= scenarios/drift_sentiment.yaml
 
-.PHONY: run test report cars-report online-report anchors-report clean
+.PHONY: run test report cars-report probe-report online-report anchors-report clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,17 @@ cars-report: $(VENV)/.stamp-run
 	$(BIN)/clsim compare results/drift_sentiment_cars/evidence results/drift_sentiment_cars/independent \
 		results/drift_sentiment_cars/retuned --output results/drift_sentiment_cars
 	$(BIN)/clsim compare results/drift_sentiment_cars_alone/evidence --output results/drift_sentiment_cars_alone
+
+# Does the per-experience linear probe undo EWC? naive and EWC (lambda 1e5 and 1e7) with the head
+# probed only on the first topic (scenarios/drift_sentiment_probe_ewc.yaml, 3 seeds, about 20 minutes
+# on 2 CPU cores), compared beside the whole reference report (make report's runs) into
+# results/drift_sentiment_probe_ewc/.
+probe-report: $(VENV)/.stamp-run
+	rm -rf results/drift_sentiment_probe_ewc/evidence
+	$(BIN)/clsim run scenarios/drift_sentiment_probe_ewc.yaml --run-id evidence
+	$(BIN)/clsim compare --pool-seeds results/drift_sentiment/reference results/drift_sentiment_report/reference \
+		results/drift_sentiment_report/reference_seed0 results/drift_sentiment_probe_ewc/evidence \
+		--baseline naive_probe_once --output results/drift_sentiment_probe_ewc
 
 # The README's online evidence: scenarios/drift_online.yaml (7 strategies x 3 seeds, MiniLM head
 # fine-tuning) and its comparison (online table, accuracy over time) into results/drift_online/.
