@@ -42,6 +42,7 @@ def test_bench_tiny_reports_every_ratio(tmp_path):
         assert name in res.output
     assert 0 < ratios["lora_vs_full_bytes"] < 1  # lora sends a fraction of the full model's bytes
     assert "same confusion matrices" in res.output  # keeping the frozen bottom changes no number
+    assert "same trained weights" in res.output  # anchoring EWC at trainable parameters only: none either
     for name in ("avalanche_vs_plain_loop", "dynamic_vs_fixed_padding", "head_cached_vs_recompute",
                  "eval_kept_bottom_vs_full"):
         assert ratios[name] > 0
@@ -63,6 +64,7 @@ def _stub_measures(monkeypatch, calls: list):
     monkeypatch.setattr(B, "measure_bf16_accuracy", lambda *a: stub("bf16_accuracy")()[0])
     monkeypatch.setattr(B, "measure_head_cache", lambda *a: stub("head_cache")()[0])
     monkeypatch.setattr(B, "measure_bottom_cache", lambda *a: stub("bottom_cache")()[0])
+    monkeypatch.setattr(B, "measure_ewc_anchors", lambda *a: stub("ewc_anchors")()[0])
     monkeypatch.setattr(B, "measure_flower", lambda *a: stub("flower")()[0])
     monkeypatch.setattr(B, "measure_lora_bytes", lambda *a: stub("lora_bytes")()[0])
     monkeypatch.setattr(B, "measure_flower_scale", lambda *a: stub("flower_scale")())

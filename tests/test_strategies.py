@@ -90,6 +90,41 @@ def test_ewc_penalty_is_zero_then_nonzero(make_scenario, tokens_for):
     assert ratio[1] > 0.0 and ratio[2] > 0.0
 
 
+@pytest.mark.parametrize("mode", ["separate", "online"])
+def test_ewc_anchors_only_trainable_parameters_and_trains_the_same(mode, make_scenario, tokens_for, monkeypatch):
+    """With frozen layers, EWC's anchors hold only the parameters that train, and the weights it
+    trains are bit for bit those of Avalanche's plugin keeping every parameter (the skipped terms
+    are exact zeros). Control: the penalty acts (the weights differ from λ = 0's)."""
+    from avalanche.training.plugins import EWCPlugin
+
+    from clsim.strategies.plugins import FrozenAnchorsPlugin
+
+    sc = make_scenario(model={"pretrained": "tiny", "finetune": "partial", "freeze_layers": 1, "max_length": 32})
+    tokens = tokens_for(sc)
+    extra = {} if mode == "separate" else {"decay_factor": 0.5}
+
+    def trained(lam: float) -> tuple[dict, EWCPlugin]:
+        learner = Learner(sc, spec_for(sc, {"preset": "ewc", "ewc_lambda": lam, "mode": mode, **extra}), tokens)
+        run(learner, 3)
+        return {k: v.clone() for k, v in learner.model.state_dict().items()}, learner.plugin(EWCPlugin)
+
+    trimmed, ewc = trained(1e4)
+    trainable = {k for k, p in ewc_model_params(sc, tokens) if p.requires_grad}
+    assert 0 < len(trainable) < len(dict(ewc_model_params(sc, tokens)))
+    assert all(set(anchor) == trainable for anchor in ewc.saved_params.values())
+    monkeypatch.setattr(FrozenAnchorsPlugin, "after_training_exp", lambda self, strategy, **kw: None)
+    full, ewc_full = trained(1e4)
+    assert any(len(anchor) > len(trainable) for anchor in ewc_full.saved_params.values())
+    assert all(torch.equal(trimmed[k], full[k]) for k in full)
+    unpenalised, _ = trained(0.0)
+    assert not all(torch.equal(trimmed[k], unpenalised[k]) for k in full)
+
+
+def ewc_model_params(sc, tokens):
+    """The named parameters of the model a learner of ``sc`` builds (before training)."""
+    return list(Learner(sc, spec_for(sc, "naive"), tokens).model.named_parameters())
+
+
 def test_ewc_forgets_less_than_naive_on_concept_drift(make_scenario, tokens_for):
     """A stream built to forget: the same domain with its labels flipped. EWC anchors the
     weights important for experience 0, so its accuracy there drops far less. Without the linear

@@ -18,6 +18,9 @@ alternate experience by experience; the best of ``repeats`` such passes counts. 
   recomputing the frozen backbone's features every epoch vs caching them once.
 - ``eval_kept_bottom_vs_full``: evaluating on every test set with the lowest 2 layers frozen
   (``finetune: partial``), a full forward pass vs the frozen bottom's output kept.
+- ``ewc_trainable_vs_all_anchors``: EWC over drift_sentiment's six topics (the lowest 2 layers
+  frozen), its anchors on every parameter (Avalanche's plugin alone) vs on the trainable ones
+  (what clsim does: the same penalty without its exact zeros); training time, which is all it changes.
 - ``flower_overhead``: (round wall time − slowest client's training) / round wall time,
   4 clients in Flower's simulation — needs the federated path.
 - ``lora_vs_full_bytes``: bytes a client sends per round with ``lora`` vs ``full``.
@@ -39,6 +42,7 @@ from typing import Callable
 import torch
 from transformers.utils import logging as hf_logging
 
+from clsim.bench.anchors import measure_ewc_anchors
 from clsim.bench.core import BF16, GOALS, GROUPS, BenchConfig, Result
 from clsim.bench.flower import measure_flower, measure_flower_scale
 from clsim.bench.loops import (
@@ -108,6 +112,8 @@ def run(cfg: BenchConfig | None = None, say: Callable[[str], None] = lambda s: N
         done([measure_head_cache(cfg, tokens, say)])
     if "eval_kept_bottom_vs_full" in wanted:
         done([measure_bottom_cache(cfg, tokens, say)])
+    if "ewc_trainable_vs_all_anchors" in wanted:
+        done([measure_ewc_anchors(cfg, say)])
     if "flower_overhead" in wanted:
         done([measure_flower(cfg, tokens, say)])
     if "lora_vs_full_bytes" in wanted:

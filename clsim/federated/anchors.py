@@ -9,11 +9,13 @@ Older experiences keep the anchors they had. The trade-off (README, Strategies):
 anchor the latest experience's penalty starts at zero for the backbone (LP-FT re-fits the head
 before the first step, so the head's part is not zero), so the penalty does not pull a client back
 toward its pre-averaging weights; a local anchor pairs the Fisher with the point where it was computed.
+Either anchor holds only the parameters that train (``FrozenAnchorsPlugin``).
 """
 from __future__ import annotations
 
 from avalanche.training.plugins import EWCPlugin
-from avalanche.training.utils import copy_params_dict
+
+from clsim.strategies.plugins.frozen_anchors import trainable_anchor
 
 
 def anchor_at_current_weights(strategy, after: int) -> int | None:
@@ -24,6 +26,6 @@ def anchor_at_current_weights(strategy, after: int) -> int | None:
     for plugin in strategy.plugins:
         latest = max(plugin.saved_params, default=-1) if isinstance(plugin, EWCPlugin) else -1
         if latest > after:
-            plugin.saved_params[latest] = copy_params_dict(strategy.model)
+            plugin.saved_params[latest] = trainable_anchor(strategy.model)
             return latest
     return None

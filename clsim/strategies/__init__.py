@@ -8,12 +8,13 @@ from __future__ import annotations
 import importlib
 
 import torch
-from avalanche.training.plugins import EvaluationPlugin
+from avalanche.training.plugins import EvaluationPlugin, EWCPlugin
 
 from clsim.config import Component, StrategyPlan, TrainConfig
 from clsim.strategies.plugins import (
     AutocastPlugin,
     EarlyStoppingPlugin,
+    FrozenAnchorsPlugin,
     LengthGroupedBatchesPlugin,
     LinearProbePlugin,
     WarmupSchedulePlugin,
@@ -66,7 +67,10 @@ def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfi
     # speed options wrap every preset the same way; length grouping goes before the preset's
     # plugins so one that brings its own loader (replay) keeps it
     grouping = [LengthGroupedBatchesPlugin()] if train.group_by_length else []
-    plugins = [*first_plugins, *grouping, *(build(c) for c in spec.plugins), *recipe_plugins(model, train, score)]
+    preset = [build(c) for c in spec.plugins]
+    # EWC without its frozen parameters' zero terms: the same penalty, computed on a third of MiniLM
+    frozen = [FrozenAnchorsPlugin()] if any(isinstance(p, EWCPlugin) for p in preset) else []
+    plugins = [*first_plugins, *grouping, *preset, *frozen, *recipe_plugins(model, train, score)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))
     return build(spec.template, model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),

@@ -2,6 +2,7 @@
 from clsim.strategies.plugins.autocast import AutocastPlugin
 from clsim.strategies.plugins.balanced_replay import BalancedReplayPlugin
 from clsim.strategies.plugins.early_stopping import EarlyStoppingPlugin
+from clsim.strategies.plugins.frozen_anchors import FrozenAnchorsPlugin
 from clsim.strategies.plugins.length_grouped import LengthGroupedBatchesPlugin
 from clsim.strategies.plugins.linear_probe import LinearProbePlugin
 from clsim.strategies.plugins.lwf_eval_teacher import EvalTeacherLwFPlugin
@@ -10,5 +11,6 @@ from clsim.strategies.plugins.periodic_refinetune import PeriodicRefinetunePlugi
 from clsim.strategies.plugins.probe import ProbePlugin
 from clsim.strategies.plugins.warmup_schedule import WarmupSchedulePlugin
 
-__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "EarlyStoppingPlugin", "EvalTeacherLwFPlugin", "LengthGroupedBatchesPlugin",
+__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "EarlyStoppingPlugin", "EvalTeacherLwFPlugin", "FrozenAnchorsPlugin",
+           "LengthGroupedBatchesPlugin",
            "LinearProbePlugin", "OnlinePolicyPlugin", "PeriodicRefinetunePlugin", "ProbePlugin", "WarmupSchedulePlugin"]
