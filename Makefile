@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 SCENARIO ?= scenarios/drift_sentiment.yaml
 
-.PHONY: run test report cars-report probe-report online-report anchors-report clean
+.PHONY: run test report cars-report claritin-report probe-report online-report anchors-report clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,16 @@ cars-report: $(VENV)/.stamp-run
 	$(BIN)/clsim compare results/drift_sentiment_cars/evidence results/drift_sentiment_cars/independent \
 		results/drift_sentiment_cars/retuned --output results/drift_sentiment_cars
 	$(BIN)/clsim compare results/drift_sentiment_cars_alone/evidence --output results/drift_sentiment_cars_alone
+
+# Is claritin (83 % neutral, the last topic) learned beyond its majority rate? The whole stream with
+# 1,000 test tweets per topic over 5 seeds (naive, replay), and claritin alone from the pretrained
+# model; comparisons into results/drift_sentiment_claritin*/ (about 35 minutes on 2 CPU cores).
+claritin-report: $(VENV)/.stamp-run
+	rm -rf results/drift_sentiment_claritin/evidence results/drift_sentiment_claritin_alone/evidence
+	$(BIN)/clsim run scenarios/drift_sentiment_claritin.yaml --run-id evidence
+	$(BIN)/clsim run scenarios/drift_sentiment_claritin_alone.yaml --run-id evidence
+	$(BIN)/clsim compare results/drift_sentiment_claritin/evidence --output results/drift_sentiment_claritin
+	$(BIN)/clsim compare results/drift_sentiment_claritin_alone/evidence --output results/drift_sentiment_claritin_alone
 
 # Does the per-experience linear probe undo EWC? naive and EWC (lambda 1e5 and 1e7) with the head
 # probed only on the first topic (scenarios/drift_sentiment_probe_ewc.yaml, 3 seeds, about 20 minutes
