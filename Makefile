@@ -58,7 +58,7 @@ cars-report: $(VENV)/.stamp-run
 
 # Is claritin (83 % neutral, the last topic) learned beyond its majority rate? The whole stream with
 # 1,000 test tweets per topic over 5 seeds (naive, replay), and claritin alone from the pretrained
-# model; comparisons into results/drift_sentiment_claritin*/ (about 35 minutes on 2 CPU cores).
+# model; comparisons into results/drift_sentiment_claritin*/ (about 37 minutes on 2 CPU cores).
 claritin-report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment_claritin/evidence results/drift_sentiment_claritin_alone/evidence
 	$(BIN)/clsim run scenarios/drift_sentiment_claritin.yaml --run-id evidence
