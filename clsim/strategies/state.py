@@ -184,6 +184,7 @@ ADAPTERS: dict[str, tuple | None] = {
     "ProbePlugin": (_probe, _load_probe),
     "Clock": (_clock, _load_clock),
     "LinearProbePlugin": None,  # features and head optimizer live within one experience
+    "FrozenAnchorsPlugin": None,  # trims EWC's anchor when it is taken; EWC's adapter saves the result
     "WarmupSchedulePlugin": None,  # the schedule is rebuilt at every experience
     "EvaluationPlugin": None,  # clsim evaluates itself; Avalanche's evaluator logs nothing
     "PeriodicEval": None,  # eval_every=-1: flags reset at every train call
