@@ -301,6 +301,37 @@ def test_strategy_state_round_trip(ref, tokens_for):
     assert _same(*states), "every plugin's state (buffers as sample ids, weights) equals the uninterrupted run's"
 
 
+def test_a_checkpoint_without_a_stateless_plugin_still_restores(tokens_for):
+    """A checkpoint taken before a stateless plugin existed (EWC's from before FrozenAnchorsPlugin,
+    whose anchors hold every parameter) restores into today's strategy and trains on to the same
+    weights; a plugin that has state still has to match (control: replay's state into EWC)."""
+    from clsim.config import Scenario
+    from clsim.learner import Learner
+    from clsim.strategies.state import StateError
+
+    sc = Scenario.model_validate(scenario_dict(
+        model={"pretrained": "tiny", "finetune": "partial", "freeze_layers": 1, "max_length": 32}, strategies=["ewc"]))
+    spec, tokens = resolve(sc.strategies[0], train=sc.train), tokens_for(sc)
+    straight = Learner(sc, spec, tokens)
+    for i in range(3):
+        straight.train_experience(i)
+    old = Learner(sc, spec, tokens)
+    old.strategy.plugins = [p for p in old.strategy.plugins if type(p).__name__ != "FrozenAnchorsPlugin"]
+    for i in range(2):
+        old.train_experience(i)
+    state = old.state_dict()
+    assert "FrozenAnchorsPlugin" not in [p["class"] for p in state["strategy"]["plugins"]]
+    resumed = Learner(sc, spec, tokens)
+    resumed.load_state_dict(state)
+    resumed.train_experience(2)
+    want, got = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    replay = Scenario.model_validate(scenario_dict(strategies=["replay"]))
+    other = Learner(replay, resolve(replay.strategies[0], train=replay.train), tokens_for(replay))
+    with pytest.raises(StateError, match="ReplayPlugin|BalancedReplayPlugin"):
+        Learner(sc, spec, tokens).load_state_dict(other.state_dict())
+
+
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())

@@ -220,14 +220,22 @@ def strategy_state(strategy, enc: Encode) -> dict:
     return {"template": type(strategy).__name__, "plugins": plugins, "extras": extras}
 
 
+def _stateless(name: str) -> bool:
+    """A plugin that holds nothing between experiences (its adapter is None)."""
+    return name in ADAPTERS and ADAPTERS[name] is None
+
+
 def load_strategy_state(strategy, state: dict, dec: Decode) -> None:
-    """Restore what :func:`strategy_state` saved into a freshly built strategy of the same preset."""
-    found = [type(p).__name__ for p in strategy.plugins]
-    saved = [p["class"] for p in state["plugins"]]
+    """Restore what :func:`strategy_state` saved into a freshly built strategy of the same preset.
+    Plugins that hold no state are not matched: a checkpoint taken before one was added (or after
+    one was removed) still restores every plugin that has state."""
+    plugins = [p for p in strategy.plugins if not _stateless(type(p).__name__)]
+    entries = [e for e in state["plugins"] if not _stateless(e["class"])]
+    found, saved = [type(p).__name__ for p in plugins], [e["class"] for e in entries]
     if found != saved or type(strategy).__name__ != state["template"]:
         raise StateError(None, "strategy", f"checkpoint holds {state['template']} with plugins {saved}; "
                                                 f"this strategy is {type(strategy).__name__} with {found}")
-    for plugin, entry in zip(strategy.plugins, state["plugins"]):
+    for plugin, entry in zip(plugins, entries):
         _load_plugin_state(plugin, entry["state"], dec, strategy)
     if "dataset" in state["extras"]:
         ids = state["extras"]["dataset"]
