@@ -109,8 +109,9 @@ def test_ewc_anchors_only_trainable_parameters_and_trains_the_same(mode, make_sc
         return {k: v.clone() for k, v in learner.model.state_dict().items()}, learner.plugin(EWCPlugin)
 
     trimmed, ewc = trained(1e4)
-    trainable = {k for k, p in ewc_model_params(sc, tokens) if p.requires_grad}
-    assert 0 < len(trainable) < len(dict(ewc_model_params(sc, tokens)))
+    params = dict(Learner(sc, spec_for(sc, "naive"), tokens).model.named_parameters())
+    trainable = {k for k, p in params.items() if p.requires_grad}
+    assert 0 < len(trainable) < len(params)
     assert all(set(anchor) == trainable for anchor in ewc.saved_params.values())
     monkeypatch.setattr(FrozenAnchorsPlugin, "after_training_exp", lambda self, strategy, **kw: None)
     full, ewc_full = trained(1e4)
@@ -118,11 +119,6 @@ def test_ewc_anchors_only_trainable_parameters_and_trains_the_same(mode, make_sc
     assert all(torch.equal(trimmed[k], full[k]) for k in full)
     unpenalised, _ = trained(0.0)
     assert not all(torch.equal(trimmed[k], unpenalised[k]) for k in full)
-
-
-def ewc_model_params(sc, tokens):
-    """The named parameters of the model a learner of ``sc`` builds (before training)."""
-    return list(Learner(sc, spec_for(sc, "naive"), tokens).model.named_parameters())
 
 
 def test_ewc_forgets_less_than_naive_on_concept_drift(make_scenario, tokens_for):

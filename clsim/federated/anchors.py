@@ -14,8 +14,9 @@ Either anchor holds only the parameters that train (``FrozenAnchorsPlugin``).
 from __future__ import annotations
 
 from avalanche.training.plugins import EWCPlugin
+from avalanche.training.utils import copy_params_dict
 
-from clsim.strategies.plugins.frozen_anchors import trainable_anchor
+from clsim.strategies.plugins.frozen_anchors import drop_frozen
 
 
 def anchor_at_current_weights(strategy, after: int) -> int | None:
@@ -26,6 +27,6 @@ def anchor_at_current_weights(strategy, after: int) -> int | None:
     for plugin in strategy.plugins:
         latest = max(plugin.saved_params, default=-1) if isinstance(plugin, EWCPlugin) else -1
         if latest > after:
-            plugin.saved_params[latest] = trainable_anchor(strategy.model)
+            plugin.saved_params[latest] = drop_frozen(copy_params_dict(strategy.model), strategy.model)
             return latest
     return None

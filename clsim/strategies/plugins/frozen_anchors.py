@@ -11,13 +11,13 @@ its gradient and every number stay bit for bit the same (``tests/test_strategies
 from __future__ import annotations
 
 from avalanche.training.plugins import EWCPlugin, SupervisedPlugin
-from avalanche.training.utils import ParamData
 
 
-def trainable_anchor(model) -> dict[str, ParamData]:
-    """A copy of the parameters of ``model`` that train, as EWC keeps an anchor."""
-    return {k: ParamData(k, p.shape, device=p.device, init_tensor=p.detach().clone())
-            for k, p in model.named_parameters() if p.requires_grad}
+def drop_frozen(anchor: dict, model) -> dict:
+    """``anchor`` (an EWC anchor: parameter name -> copy) without the parameters of ``model`` that
+    do not train."""
+    trainable = {k for k, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in anchor.items() if k in trainable}
 
 
 class FrozenAnchorsPlugin(SupervisedPlugin):
@@ -26,8 +26,7 @@ class FrozenAnchorsPlugin(SupervisedPlugin):
     into the next experience's, key by key)."""
 
     def after_training_exp(self, strategy, **kwargs):
-        trainable = {k for k, p in strategy.model.named_parameters() if p.requires_grad}
         for plugin in strategy.plugins:
             if isinstance(plugin, EWCPlugin) and plugin.saved_params:
                 latest = max(plugin.saved_params)
-                plugin.saved_params[latest] = {k: v for k, v in plugin.saved_params[latest].items() if k in trainable}
+                plugin.saved_params[latest] = drop_frozen(plugin.saved_params[latest], strategy.model)
