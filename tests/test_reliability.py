@@ -540,7 +540,10 @@ def test_cli_run_terminated_stops_cleanly(tmp_path):
     import psutil
 
     file = tmp_path / "unit.yaml"
-    file.write_text(yaml.safe_dump(scenario_dict(strategies=["replay"])))
+    # long enough after the first checkpoint that the run cannot finish while the signal is handled
+    # (with one epoch per experience a fast machine finished the last two during shutdown)
+    file.write_text(yaml.safe_dump(scenario_dict(strategies=["replay"],
+                                                 train={"epochs": 10, "batch_size": 16, "lr": 1.0e-3})))
     run_dir = tmp_path / "out" / "unit" / "r1"
     proc = subprocess.Popen([sys.executable, "-m", "clsim.cli", "run", str(file), "--output", str(tmp_path / "out"),
                              "--run-id", "r1", "--device", "cpu"], env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
