@@ -37,7 +37,7 @@ from clsim.models import (
 )
 from clsim.strategies import build_strategy
 from clsim.strategies import state as cl_state
-from clsim.strategies.plugins import EarlyStoppingPlugin, ProbePlugin
+from clsim.strategies.plugins import BiasCalibrationPlugin, EarlyStoppingPlugin, ProbePlugin
 
 
 class _TokenDataset(Dataset):
@@ -152,6 +152,7 @@ class Learner:
         self.probe = ProbePlugin(self.on_batch)
         self.cached = self.cache_features and self.model.backbone_frozen
         stopping = self.spec.train.patience > 0  # checked against the stream by config.plan
+        reads_val = stopping or self.spec.train.calibrate != "none"
         if self.cached:
             t0 = time.perf_counter()
             self.model.to(self.device)
@@ -160,7 +161,7 @@ class Learner:
                 self.spec.train.precision)
             self.train_features = [feats(s) for s in self.tokens.train]
             self.test_features = [feats(s) for s in self.tokens.test]
-            self.val_features = [feats(s) for s in self.tokens.val] if stopping else []
+            self.val_features = [feats(s) for s in self.tokens.val] if reads_val else []
             trained = FeatureHead(self.model.head)
             train = [features_to_avalanche(f, s.labels) for f, s in zip(self.train_features, self.tokens.train)]
             test = [features_to_avalanche(f, s.labels) for f, s in zip(self.test_features, self.tokens.test)]
@@ -171,7 +172,8 @@ class Learner:
             test = [to_avalanche(s, self.tokens.pad_id) for s in self.tokens.test]
         train = with_sample_ids(train)  # checkpoints store buffers as ids into the stream
         self.strategy = build_strategy(self.spec, trained, self.spec.train, self.device, [self.probe],
-                                       score=self.val_accuracy if stopping else None)
+                                       score=self.val_accuracy if stopping else None,
+                                       val=self.val_data if reads_val else None)
         # with_task_labels: experiences expose task labels, so Avalanche's loaders use our collate
         self.benchmark = with_task_labels(benchmark_from_datasets(train=train, test=test))
 
@@ -221,7 +223,9 @@ class Learner:
                 "per_experience": {"train_seconds": p.train_seconds, "samples": p.samples,
                                    "loss": p.loss, "reg_ratio": p.reg_ratio},
                 # early stopping: per trained experience, the epochs run and the one kept (0: the probe's model)
-                **({"epochs_trained": int(sum(stop.epochs)), "early_stopping": stop.state_dict()} if stop else {})}
+                **({"epochs_trained": int(sum(stop.epochs)), "early_stopping": stop.state_dict()} if stop else {}),
+                # bias calibration: per trained experience, the logit offsets folded into the head's bias
+                **({"bias_offsets": cal.offsets} if (cal := self.plugin(BiasCalibrationPlugin)) else {})}
 
     def scalars(self, i: int) -> dict[str, float]:
         p, stop = self.probe, self.plugin(EarlyStoppingPlugin)
@@ -236,6 +240,14 @@ class Learner:
         """The model's accuracy on experience ``i``'s validation split: early stopping's score (the
         plugin gets this function, not the data, so no test split is within its reach)."""
         return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
+
+    def val_data(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Experience ``i``'s validation split as the model's pooled features and the labels (for bias
+        calibration: a plugin gets this function, not the stream, so no test split is within reach)."""
+        split = self.tokens.val[i]
+        X = self.val_features[i] if self.cached else pooled_features(
+            self.model, split.ids, self.spec.train.eval_batch_size, self.device, self.spec.train.precision)
+        return X, torch.as_tensor(np.asarray(split.labels), dtype=torch.long)
 
     def _confusions(self, splits: list, features: list | None, bottom: BottomCache | None = None) -> list[np.ndarray]:
         """Confusion matrices of the model on ``splits`` (from their cached ``features`` when the

@@ -94,28 +94,32 @@ def resolve_scenario(scenario: Scenario, file: Path | None = None, *, seeds: lis
     strategies = tuple(resolve_strategy(ref, file=file, index=k, experiences=T, extensions=extensions,
                                         train=scenario.train) for k, ref in enumerate(scenario.strategies))
     check_protocol(scenario, strategies, file)  # the protocol against the stream and every strategy
-    check_early_stopping(scenario, strategies, file)
+    check_validation_options(scenario, strategies, file)
     plan = Plan(file=Path(file or ".").resolve(), scenario=scenario, strategies=strategies)
     return plan.only(only) if only else plan
 
 
-def check_early_stopping(scenario: Scenario, strategies: tuple[StrategyPlan, ...], file: Path | None) -> None:
-    """``train.patience`` scores epochs on the experiences' validation splits: the stream must have
-    them, and the strategy must train whole experiences centrally (Flower clients hold no
-    validation split; the online protocol trains each time step once)."""
+def check_validation_options(scenario: Scenario, strategies: tuple[StrategyPlan, ...], file: Path | None) -> None:
+    """``train.patience`` (scores epochs) and ``train.calibrate`` (fits logit offsets) read the
+    experiences' validation splits: the stream must have them, and the strategy must train whole
+    experiences centrally (Flower clients hold no validation split; the online protocol trains
+    each time step once)."""
     stream = scenario.stream
     for k, s in enumerate(strategies):
-        if not s.train.patience:
-            continue
-        field = "train.patience" if scenario.train.patience else f"strategies[{k}].train.patience"
-        if not getattr(stream, "val_per_experience", 0):
-            raise ConfigError(file, field, "early stopping scores epochs on validation splits; set "
-                                           "stream.val_per_experience > 0, or patience: 0")
-        if "federated" in s.extensions:
-            raise ConfigError(file, field, f"{s.name!r} is federated: its clients hold no validation split; "
-                                           "give it train: {patience: 0}")
-        if stream.protocol == "online":
-            raise ConfigError(file, field, "the online protocol trains each time step once; set patience: 0")
+        for option, what, off in (("patience", "early stopping scores epochs", "patience: 0"),
+                                  ("calibrate", "bias calibration fits logit offsets", "calibrate: none")):
+            value = getattr(s.train, option)
+            if not value or value == "none":
+                continue
+            field = f"train.{option}" if getattr(scenario.train, option) == value else f"strategies[{k}].train.{option}"
+            if not getattr(stream, "val_per_experience", 0):
+                raise ConfigError(file, field, f"{what} on validation splits; set stream.val_per_experience > 0, "
+                                               f"or {off}")
+            if "federated" in s.extensions:
+                raise ConfigError(file, field, f"{s.name!r} is federated: its clients hold no validation split; "
+                                               f"give it train: {{{off}}}")
+            if stream.protocol == "online":
+                raise ConfigError(file, field, f"the online protocol trains each time step once; set {off}")
 
 
 def describe(plan: Plan) -> list[tuple[str, Any]]:

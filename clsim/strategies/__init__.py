@@ -13,6 +13,7 @@ from avalanche.training.plugins import EvaluationPlugin, EWCPlugin
 from clsim.config import Component, StrategyPlan, TrainConfig
 from clsim.strategies.plugins import (
     AutocastPlugin,
+    BiasCalibrationPlugin,
     EarlyStoppingPlugin,
     FrozenAnchorsPlugin,
     LengthGroupedBatchesPlugin,
@@ -57,11 +58,13 @@ def recipe_plugins(model: torch.nn.Module, train: TrainConfig, score=None) -> li
 
 
 def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfig, device: str,
-                   first_plugins: list = (), score=None):
+                   first_plugins: list = (), score=None, val=None):
     """The Avalanche strategy for ``spec`` trained as ``train`` says (``score``: validation accuracy
-    of experience i, for early stopping); ``first_plugins`` run before
-    the preset's plugins, the recipe's after them (they must see a periodic reset, a from-scratch
-    reset, replay's loader and the epoch count the preset's plugins set)."""
+    of experience i, for early stopping; ``val``: its validation features and labels, for bias
+    calibration); ``first_plugins`` and the calibration run before the preset's plugins (EWC's
+    anchor, LwF's teacher, replay's buffer are taken after calibration), the recipe's after them
+    (they must see a periodic reset, a from-scratch reset, replay's loader and the epoch count the
+    preset's plugins set)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(params, train)
     # speed options wrap every preset the same way; length grouping goes before the preset's
@@ -70,7 +73,8 @@ def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfi
     preset = [build(c) for c in spec.plugins]
     # EWC without its frozen parameters' zero terms: the same penalty, computed on a third of MiniLM
     frozen = [FrozenAnchorsPlugin()] if any(isinstance(p, EWCPlugin) for p in preset) else []
-    plugins = [*first_plugins, *grouping, *preset, *frozen, *recipe_plugins(model, train, score)]
+    calibration = [BiasCalibrationPlugin(val)] if train.calibrate == "bias" else []
+    plugins = [*first_plugins, *calibration, *grouping, *preset, *frozen, *recipe_plugins(model, train, score)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))
     return build(spec.template, model=model, optimizer=optimizer, criterion=torch.nn.CrossEntropyLoss(),
