@@ -224,8 +224,8 @@ class Learner:
                                    "loss": p.loss, "reg_ratio": p.reg_ratio},
                 # early stopping: per trained experience, the epochs run and the one kept (0: the probe's model)
                 **({"epochs_trained": int(sum(stop.epochs)), "early_stopping": stop.state_dict()} if stop else {}),
-                # bias calibration: per trained experience, the logit offsets folded into the head's bias
-                **({"bias_offsets": cal.offsets} if (cal := self.plugin(BiasCalibrationPlugin)) else {})}
+                # calibration: per trained experience, the logit offsets and temperature folded into the head
+                **({"calibration": cal.state_dict()} if (cal := self.plugin(BiasCalibrationPlugin)) else {})}
 
     def scalars(self, i: int) -> dict[str, float]:
         p, stop = self.probe, self.plugin(EarlyStoppingPlugin)

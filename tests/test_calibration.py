@@ -1,7 +1,7 @@
-"""Bias calibration on validation splits (``train.calibrate: bias``, BiasCalibrationPlugin): the
-offsets solve the prior-matching condition, are folded into the head's bias and nothing else, come
-from the trained experience's validation split only, and are what EWC's anchor and LwF's teacher
-see."""
+"""Calibration on validation splits (``train.calibrate``, BiasCalibrationPlugin): the offsets solve
+the prior-matching condition, the temperature undoes over-confidence, both are folded into the head
+and nothing else, come from the trained experience's validation split only, and are what EWC's
+anchor and LwF's teacher see."""
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +21,8 @@ STREAM = {"source": "synthetic", "experiences": ["food", "tech", "travel"], "tra
 def test_offsets_of_constant_logits_are_the_log_prior():
     """Logits that say nothing: the fitted offsets are the validation labels' log frequencies."""
     y = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
-    d = fit_offsets(torch.zeros(100, 3), y)
+    d, t = fit_offsets(torch.zeros(100, 3), y)
+    assert t == 1.0
     assert torch.softmax(d, 0).tolist() == pytest.approx([0.80, 0.15, 0.05], abs=2e-3)
     assert float(d.mean()) == pytest.approx(0.0, abs=1e-6)
 
@@ -33,9 +34,20 @@ def test_calibrated_probabilities_average_to_the_label_frequencies():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(200, 3, generator=g) * 2 + torch.tensor([2.0, 0.0, -1.0])  # over-calls class 0
     y = torch.cat([torch.zeros(40), torch.ones(100), torch.full((60,), 2.0)]).long()
-    d = fit_offsets(logits, y)
-    assert torch.softmax(logits + d, 1).mean(0).tolist() == pytest.approx([0.2, 0.5, 0.3], abs=5e-3)
-    assert torch.nn.functional.cross_entropy(logits + d, y) < torch.nn.functional.cross_entropy(logits, y)
+    for temperature in (False, True):
+        d, t = fit_offsets(logits, y, temperature=temperature)
+        assert torch.softmax(logits / t + d, 1).mean(0).tolist() == pytest.approx([0.2, 0.5, 0.3], abs=5e-3)
+        assert torch.nn.functional.cross_entropy(logits / t + d, y) < torch.nn.functional.cross_entropy(logits, y)
+
+
+def test_temperature_of_an_over_confident_model_is_above_one():
+    """Logits that carry the label but twice too sharply: the fitted temperature is about 2."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.randint(0, 3, (4000,), generator=g)
+    true = torch.randn(4000, 3, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 3)
+    y = torch.distributions.Categorical(logits=true).sample()  # labels drawn from the true logits
+    d, t = fit_offsets(2 * true, y, temperature=True)
+    assert t == pytest.approx(2.0, rel=0.1)
 
 
 def learner(make_scenario, tokens_for, ref="naive", **train) -> Learner:
@@ -43,9 +55,10 @@ def learner(make_scenario, tokens_for, ref="naive", **train) -> Learner:
     return Learner(sc, resolve(ref, train=sc.train, experiences=3), tokens_for(sc))
 
 
-def test_offsets_are_folded_into_the_head_bias_and_nothing_else(make_scenario, tokens_for):
+@pytest.mark.parametrize("method", ["bias", "bcts"])
+def test_calibration_is_folded_into_the_head_and_nothing_else(make_scenario, tokens_for, method):
     plain = learner(make_scenario, tokens_for)
-    cal = learner(make_scenario, tokens_for, calibrate="bias")
+    cal = learner(make_scenario, tokens_for, calibrate=method)
     seen = []
     plugin = cal.plugin(BiasCalibrationPlugin)
     reader = plugin.val
@@ -53,8 +66,12 @@ def test_offsets_are_folded_into_the_head_bias_and_nothing_else(make_scenario, t
     plain.train_experience(0)
     cal.train_experience(0)
     a, b = plain.model.state_dict(), cal.model.state_dict()
-    assert [k for k in a if not torch.equal(a[k], b[k])] == ["head.bias"]
-    assert (b["head.bias"] - a["head.bias"]).tolist() == pytest.approx(plugin.offsets[0], abs=1e-6)
+    t = plugin.temperatures[0]
+    assert (t == 1.0) == (method == "bias")
+    assert [k for k in a if not torch.equal(a[k], b[k])] == (["head.weight", "head.bias"] if method == "bcts"
+                                                             else ["head.bias"])
+    assert torch.allclose(b["head.weight"], a["head.weight"] / t)
+    assert (b["head.bias"] - a["head.bias"] / t).tolist() == pytest.approx(plugin.offsets[0], abs=1e-6)
     assert seen == [0]  # the trained experience's validation split, nothing else
     X, y = reader(0)
     assert torch.equal(y, torch.as_tensor(np.asarray(cal.tokens.val[0].labels)))
@@ -62,7 +79,7 @@ def test_offsets_are_folded_into_the_head_bias_and_nothing_else(make_scenario, t
         mean_p = torch.softmax(cal.model.head(X), 1).mean(0)
     freq = torch.bincount(y, minlength=mean_p.numel()).float() / len(y)
     assert mean_p.tolist() == pytest.approx(freq.tolist(), abs=5e-3)
-    assert cal.costs()["bias_offsets"] == plugin.offsets
+    assert cal.costs()["calibration"] == {"offsets": plugin.offsets, "temperatures": [t]}
 
 
 @pytest.mark.parametrize("ref", ["ewc", "lwf"])

@@ -156,9 +156,10 @@ split and the best epoch is kept. The schedule and the probe restart at every ex
     lp_when: Literal["every", "new_head"] = "every"
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
-    # after each trained experience, fit one logit offset per class on its validation split and fold
-    # them into the head's bias: the label prior re-estimated for the new topic (BiasCalibrationPlugin)
-    calibrate: Literal["none", "bias"] = "none"
+    # after each trained experience, fit on its validation split one logit offset per class (``bias``:
+    # the label prior re-estimated for the new topic) or the offsets and a temperature (``bcts``), and
+    # fold them into the head (BiasCalibrationPlugin)
+    calibrate: Literal["none", "bias", "bcts"] = "none"
 
 
 class ResourcesConfig(Strict):

@@ -1,19 +1,22 @@
-"""Logit bias calibration on the experience's validation split (``train.calibrate: bias``).
+"""Logit calibration on the experience's validation split (``train.calibrate``).
 
 A model trained on a stream carries the earlier topics' label prior into the next one: after
 airline (21 % neutral) the continual models over-call the minority classes on cars (87.6 %
-neutral), so their accuracy there stays at the majority rate while a model fine-tuned on cars
-alone beats it. Re-estimating the class prior is the textbook fix for label shift (Saerens et al.
-2002; bias-only "vector scaling" in Guo et al. 2017's terms): after an experience trains, fit
-one additive offset per class to the head's logits by minimising cross-entropy on that
-experience's validation split (L-BFGS on K numbers over cached logits: milliseconds), and fold
-the offsets into the head's bias. The model in service is then the calibrated one — evaluation,
-checkpoints and the next experience all see it.
+neutral). Re-estimating the prior is the textbook answer to label shift (Saerens et al. 2002).
+After an experience trains, this fits on that experience's validation split, by minimising
+cross-entropy over the head's cached logits (L-BFGS on a handful of numbers: milliseconds):
 
-It runs before the preset's plugins (see ``build_strategy``), so EWC's anchor, LwF's teacher and
-replay's buffer are taken from the calibrated model. ``val`` (experience index -> pooled
-features and labels of its validation split, from the learner) is the only data it reaches: no
-test split. An experience with no epochs (a periodic strategy between refits) is left alone.
+- ``bias``: one additive offset per class (the prior re-estimated);
+- ``bcts``: the offsets and one temperature together — bias-corrected temperature scaling, which
+  Alexandari et al. (ICML 2020) found the best calibration for label-shift adaptation: an
+  over-confident model's offsets are otherwise fitted to its over-confidence.
+
+Both are folded into the head (``W/T``, ``b/T + d``), so the model in service is the calibrated
+one: evaluation, checkpoints and the next experience all see it. It runs before the preset's
+plugins (see ``build_strategy``), so EWC's anchor, LwF's teacher and replay's buffer are taken
+from the calibrated model. ``val`` (experience index -> pooled features and labels of its
+validation split, from the learner) is the only data it reaches: no test split. An experience
+with no epochs (a periodic strategy between refits) is left alone.
 """
 from __future__ import annotations
 
@@ -25,10 +28,12 @@ from avalanche.core import SupervisedPlugin
 
 
 class BiasCalibrationPlugin(SupervisedPlugin):
-    def __init__(self, val: Callable[[int], tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, val: Callable[[int], tuple[torch.Tensor, torch.Tensor]], method: str = "bias"):
         super().__init__()
-        self.val = val
-        self.offsets: list[list[float]] = []  # per calibrated experience, the offsets folded into the bias
+        self.val, self.method = val, method
+        # per calibrated experience: the offsets and the temperature folded into the head
+        self.offsets: list[list[float]] = []
+        self.temperatures: list[float] = []
 
     def after_training_exp(self, strategy, **kwargs):
         if strategy.train_epochs == 0:
@@ -37,31 +42,37 @@ class BiasCalibrationPlugin(SupervisedPlugin):
         X, y = self.val(strategy.experience.current_experience)
         with torch.no_grad():
             logits = head(X.to(head.weight.device)).float()
-        delta = fit_offsets(logits, y.to(logits.device))
+        delta, temperature = fit_offsets(logits, y.to(logits.device), temperature=self.method == "bcts")
         with torch.no_grad():
-            head.bias.add_(delta.to(head.bias.dtype))
+            head.weight.div_(temperature)
+            head.bias.div_(temperature).add_(delta.to(head.bias.dtype))
         self.offsets.append(delta.cpu().tolist())
+        self.temperatures.append(temperature)
 
     def state_dict(self) -> dict:
-        return {"offsets": [list(o) for o in self.offsets]}
+        return {"offsets": [list(o) for o in self.offsets], "temperatures": list(self.temperatures)}
 
     def load_state_dict(self, state: dict) -> None:
         self.offsets = [list(o) for o in state["offsets"]]
+        self.temperatures = list(state["temperatures"])
 
 
-def fit_offsets(logits: torch.Tensor, y: torch.Tensor, steps: int = 100) -> torch.Tensor:
-    """The per-class offsets ``d`` (mean zero) minimising ``cross_entropy(logits + d, y)``. The
-    objective is convex in ``d``; a class absent from ``y`` would be pushed to -inf, so a small
-    L2 term keeps ``d`` finite."""
+def fit_offsets(logits: torch.Tensor, y: torch.Tensor, temperature: bool = False,
+                steps: int = 100) -> tuple[torch.Tensor, float]:
+    """The per-class offsets ``d`` (mean zero) — and with ``temperature`` a ``T > 0`` — minimising
+    ``cross_entropy(logits / T + d, y)``. A class absent from ``y`` would push its offset to
+    -inf, so a small L2 term keeps ``d`` finite."""
     d = torch.zeros(logits.shape[1], dtype=logits.dtype, device=logits.device, requires_grad=True)
-    opt = torch.optim.LBFGS([d], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+    log_t = torch.zeros((), dtype=logits.dtype, device=logits.device, requires_grad=temperature)
+    opt = torch.optim.LBFGS([d, log_t] if temperature else [d], lr=1.0, max_iter=steps,
+                            line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(logits + d, y) + 1e-4 * d.pow(2).sum()
+        loss = F.cross_entropy(logits * torch.exp(-log_t) + d, y) + 1e-4 * d.pow(2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
     d = d.detach()
-    return d - d.mean()
+    return d - d.mean(), float(torch.exp(log_t.detach()))
