@@ -47,14 +47,19 @@ report: $(VENV)/.stamp-run
 CARS_CONTINUAL := naive,naive_2x,replay,ewc,lwf,periodic_refinetune,fedavg
 cars-report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment_cars/evidence results/drift_sentiment_cars/independent \
-		results/drift_sentiment_cars/retuned results/drift_sentiment_cars_alone/evidence
+		results/drift_sentiment_cars/retuned results/drift_sentiment_cars/calibrated \
+		results/drift_sentiment_cars_alone/evidence results/drift_sentiment_cars_more/evidence
 	$(BIN)/clsim run scenarios/drift_sentiment_cars.yaml --strategies $(CARS_CONTINUAL) --run-id evidence
 	$(BIN)/clsim run scenarios/drift_sentiment_cars.yaml --strategies independent --run-id independent
 	$(BIN)/clsim run scenarios/drift_sentiment_cars.yaml --strategies replay_300,ewc_1e5 --run-id retuned
+	$(BIN)/clsim run scenarios/drift_sentiment_cars.yaml --run-id calibrated --strategies \
+		naive_bias,naive_bcts,lwf_bias,lwf_bcts,replay_bias,replay_bcts,independent_bcts
 	$(BIN)/clsim run scenarios/drift_sentiment_cars_alone.yaml --run-id evidence
+	$(BIN)/clsim run scenarios/drift_sentiment_cars_more.yaml --run-id evidence
 	$(BIN)/clsim compare results/drift_sentiment_cars/evidence results/drift_sentiment_cars/independent \
-		results/drift_sentiment_cars/retuned --output results/drift_sentiment_cars
+		results/drift_sentiment_cars/retuned results/drift_sentiment_cars/calibrated --output results/drift_sentiment_cars
 	$(BIN)/clsim compare results/drift_sentiment_cars_alone/evidence --output results/drift_sentiment_cars_alone
+	$(BIN)/clsim compare results/drift_sentiment_cars_more/evidence --output results/drift_sentiment_cars_more
 
 # Is claritin (83 % neutral, the last topic) learned beyond its majority rate? The whole stream with
 # 1,000 test tweets per topic over 5 seeds (naive, replay), and claritin alone from the pretrained
