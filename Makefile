@@ -41,9 +41,10 @@ report: $(VENV)/.stamp-run
 
 # Is cars (87.6 % neutral) learned beyond its majority rate? drift_sentiment's first two topics with
 # 1,000 test tweets each over 5 seeds (the continual strategies with replay and EWC at the values
-# the study was first made with, then `independent`, then replay and EWC at the shipped values), and
-# cars alone with 2,000 training tweets over 3 seeds; comparisons into results/drift_sentiment_cars*/
-# (about 70 minutes on 2 CPU cores).
+# the study was first made with, then `independent`, then replay and EWC at the shipped values, then
+# calibrated variants), cars alone with 2,000 training tweets over 3 seeds, and the two topics with
+# 1,000 training tweets each; comparisons into results/drift_sentiment_cars*/ (about two hours on
+# 2 CPU cores).
 CARS_CONTINUAL := naive,naive_2x,replay,ewc,lwf,periodic_refinetune,fedavg
 cars-report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment_cars/evidence results/drift_sentiment_cars/independent \
