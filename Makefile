@@ -63,14 +63,18 @@ cars-report: $(VENV)/.stamp-run
 	$(BIN)/clsim compare results/drift_sentiment_cars_more/evidence --output results/drift_sentiment_cars_more
 
 # Is claritin (83 % neutral, the last topic) learned beyond its majority rate? The whole stream with
-# 1,000 test tweets per topic over 5 seeds (naive, replay), and claritin alone from the pretrained
-# model; comparisons into results/drift_sentiment_claritin*/ (about 37 minutes on 2 CPU cores).
+# 1,000 test tweets per topic over 5 seeds (naive, replay), claritin alone from the pretrained
+# model, and naive with 500 training tweets per topic; comparisons into
+# results/drift_sentiment_claritin*/ (about 70 minutes on 2 CPU cores).
 claritin-report: $(VENV)/.stamp-run
-	rm -rf results/drift_sentiment_claritin/evidence results/drift_sentiment_claritin_alone/evidence
+	rm -rf results/drift_sentiment_claritin/evidence results/drift_sentiment_claritin_alone/evidence \
+		results/drift_sentiment_claritin_more/evidence
 	$(BIN)/clsim run scenarios/drift_sentiment_claritin.yaml --run-id evidence
 	$(BIN)/clsim run scenarios/drift_sentiment_claritin_alone.yaml --run-id evidence
+	$(BIN)/clsim run scenarios/drift_sentiment_claritin_more.yaml --run-id evidence
 	$(BIN)/clsim compare results/drift_sentiment_claritin/evidence --output results/drift_sentiment_claritin
 	$(BIN)/clsim compare results/drift_sentiment_claritin_alone/evidence --output results/drift_sentiment_claritin_alone
+	$(BIN)/clsim compare results/drift_sentiment_claritin_more/evidence --output results/drift_sentiment_claritin_more
 
 # Does the per-experience linear probe undo EWC? naive and EWC (lambda 1e5 and 1e7) with the head
 # probed only on the first topic (scenarios/drift_sentiment_probe_ewc.yaml, 3 seeds, about 20 minutes

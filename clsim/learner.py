@@ -242,8 +242,8 @@ class Learner:
         return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
 
     def val_data(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Experience ``i``'s validation split as the model's pooled features and the labels (for bias
-        calibration: a plugin gets this function, not the stream, so no test split is within reach)."""
+        """Experience ``i``'s validation split as the model's pooled features and the labels (for
+        calibration: the plugin is handed this function, not the stream or the test splits)."""
         split = self.tokens.val[i]
         X = self.val_features[i] if self.cached else pooled_features(
             self.model, split.ids, self.spec.train.eval_batch_size, self.device, self.spec.train.precision)

@@ -50,8 +50,9 @@ def test_temperature_of_an_over_confident_model_is_above_one():
     assert t == pytest.approx(2.0, rel=0.1)
 
 
-def learner(make_scenario, tokens_for, ref="naive", **train) -> Learner:
-    sc = make_scenario(stream=STREAM, train={"epochs": 1, "batch_size": 16, "lr": 1e-3, **train})
+def learner(make_scenario, tokens_for, ref="naive", model_finetune="full", **train) -> Learner:
+    sc = make_scenario(stream=STREAM, train={"epochs": 1, "batch_size": 16, "lr": 1e-3, **train},
+                       model={"pretrained": "tiny", "finetune": model_finetune, "max_length": 32})
     return Learner(sc, resolve(ref, train=sc.train, experiences=3), tokens_for(sc))
 
 
@@ -92,7 +93,25 @@ def test_anchor_and_teacher_are_the_calibrated_model(make_scenario, tokens_for, 
     else:
         kept = cal.plugin(EvalTeacherLwFPlugin).lwf.prev_model.head.bias.detach()
     assert torch.equal(kept, bias)
-    assert cal.plugin(BiasCalibrationPlugin).offsets  # a calibration did happen (bias moved)
+    assert torch.tensor(cal.plugin(BiasCalibrationPlugin).offsets[0]).abs().max() > 1e-4  # the bias did move
+
+
+def test_frozen_backbone_calibrates_the_shared_head(make_scenario, tokens_for):
+    """``finetune: head`` trains a FeatureHead on cached features; the calibration must land in
+    the classifier's own head (they share it) and use the cached validation features."""
+    plain = learner(make_scenario, tokens_for, model_finetune="head")
+    cal = learner(make_scenario, tokens_for, model_finetune="head", calibrate="bcts")
+    assert cal.cached
+    plain.train_experience(0)
+    cal.train_experience(0)
+    a, b = plain.model.state_dict(), cal.model.state_dict()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == ["head.weight", "head.bias"]
+    X, y = cal.val_data(0)
+    assert X is cal.val_features[0]
+    with torch.no_grad():
+        mean_p = torch.softmax(cal.model.head(X), 1).mean(0)
+    freq = torch.bincount(y, minlength=mean_p.numel()).float() / len(y)
+    assert mean_p.tolist() == pytest.approx(freq.tolist(), abs=5e-3)
 
 
 def test_periodic_strategy_is_calibrated_only_when_it_trains(make_scenario, tokens_for):

@@ -2,20 +2,21 @@
 
 A model trained on a stream carries the earlier topics' label prior into the next one: after
 airline (21 % neutral) the continual models over-call the minority classes on cars (87.6 %
-neutral). Re-estimating the prior is the textbook answer to label shift (Saerens et al. 2002).
-After an experience trains, this fits on that experience's validation split, by minimising
-cross-entropy over the head's cached logits (L-BFGS on a handful of numbers: milliseconds):
+neutral). After an experience trains, this fits on that experience's labelled validation split,
+by minimising cross-entropy over the head's cached logits (L-BFGS on a handful of numbers:
+milliseconds):
 
-- ``bias``: one additive offset per class (the prior re-estimated);
+- ``bias``: one additive offset per class;
 - ``bcts``: the offsets and one temperature together — bias-corrected temperature scaling, which
-  Alexandari et al. (ICML 2020) found the best calibration for label-shift adaptation: an
-  over-confident model's offsets are otherwise fitted to its over-confidence.
+  Alexandari et al. (ICML 2020) found the best calibration for label-shift adaptation (``bias``
+  is BCTS without its temperature): an over-confident model's offsets are otherwise fitted to
+  its over-confidence.
 
 Both are folded into the head (``W/T``, ``b/T + d``), so the model in service is the calibrated
 one: evaluation, checkpoints and the next experience all see it. It runs before the preset's
 plugins (see ``build_strategy``), so EWC's anchor, LwF's teacher and replay's buffer are taken
 from the calibrated model. ``val`` (experience index -> pooled features and labels of its
-validation split, from the learner) is the only data it reaches: no test split. An experience
+validation split, from the learner) is the only data it is handed. An experience
 with no epochs (a periodic strategy between refits) is left alone.
 """
 from __future__ import annotations
