@@ -65,7 +65,7 @@ cars-report: $(VENV)/.stamp-run
 # Is claritin (83 % neutral, the last topic) learned beyond its majority rate? The whole stream with
 # 1,000 test tweets per topic over 5 seeds (naive, replay), claritin alone from the pretrained
 # model, and naive with 500 training tweets per topic; comparisons into
-# results/drift_sentiment_claritin*/ (about 70 minutes on 2 CPU cores).
+# results/drift_sentiment_claritin*/ (about an hour on 2 CPU cores).
 claritin-report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment_claritin/evidence results/drift_sentiment_claritin_alone/evidence \
 		results/drift_sentiment_claritin_more/evidence
