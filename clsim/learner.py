@@ -37,7 +37,7 @@ from clsim.models import (
 )
 from clsim.strategies import build_strategy
 from clsim.strategies import state as cl_state
-from clsim.strategies.plugins import BiasCalibrationPlugin, EarlyStoppingPlugin, ProbePlugin
+from clsim.strategies.plugins import CalibrationPlugin, EarlyStoppingPlugin, ProbePlugin
 
 
 class _TokenDataset(Dataset):
@@ -225,7 +225,7 @@ class Learner:
                 # early stopping: per trained experience, the epochs run and the one kept (0: the probe's model)
                 **({"epochs_trained": int(sum(stop.epochs)), "early_stopping": stop.state_dict()} if stop else {}),
                 # calibration: per trained experience, the logit offsets and temperature folded into the head
-                **({"calibration": cal.state_dict()} if (cal := self.plugin(BiasCalibrationPlugin)) else {})}
+                **({"calibration": cal.state_dict()} if (cal := self.plugin(CalibrationPlugin)) else {})}
 
     def scalars(self, i: int) -> dict[str, float]:
         p, stop = self.probe, self.plugin(EarlyStoppingPlugin)
@@ -242,8 +242,9 @@ class Learner:
         return M.accuracy(self._confusions([self.tokens.val[i]], [self.val_features[i]] if self.cached else None)[0])
 
     def val_data(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Experience ``i``'s validation split as the model's pooled features and the labels (for
-        calibration: the plugin is handed this function, not the stream or the test splits)."""
+        """Experience ``i``'s validation split as the model's pooled features (cached when the backbone
+        is frozen) and the labels, for calibration: the plugin is handed this function, not the
+        stream."""
         split = self.tokens.val[i]
         X = self.val_features[i] if self.cached else pooled_features(
             self.model, split.ids, self.spec.train.eval_batch_size, self.device, self.spec.train.precision)

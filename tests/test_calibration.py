@@ -1,4 +1,4 @@
-"""Calibration on validation splits (``train.calibrate``, BiasCalibrationPlugin): the offsets solve
+"""Calibration on validation splits (``train.calibrate``, CalibrationPlugin): the offsets solve
 the prior-matching condition, the temperature undoes over-confidence, both are folded into the head
 and nothing else, come from the trained experience's validation split only, and are what EWC's
 anchor and LwF's teacher see."""
@@ -11,8 +11,8 @@ from avalanche.training.plugins import EWCPlugin
 from conftest import resolve
 
 from clsim.learner import Learner
-from clsim.strategies.plugins import BiasCalibrationPlugin, EvalTeacherLwFPlugin
-from clsim.strategies.plugins.bias_calibration import fit_offsets
+from clsim.strategies.plugins import CalibrationPlugin, EvalTeacherLwFPlugin
+from clsim.strategies.plugins.calibration import fit_calibration
 
 STREAM = {"source": "synthetic", "experiences": ["food", "tech", "travel"], "train_per_experience": 48,
           "val_per_experience": 24, "test_per_experience": 24}
@@ -21,7 +21,7 @@ STREAM = {"source": "synthetic", "experiences": ["food", "tech", "travel"], "tra
 def test_offsets_of_constant_logits_are_the_log_prior():
     """Logits that say nothing: the fitted offsets are the validation labels' log frequencies."""
     y = torch.tensor([0] * 80 + [1] * 15 + [2] * 5)
-    d, t = fit_offsets(torch.zeros(100, 3), y)
+    d, t = fit_calibration(torch.zeros(100, 3), y)
     assert t == 1.0
     assert torch.softmax(d, 0).tolist() == pytest.approx([0.80, 0.15, 0.05], abs=2e-3)
     assert float(d.mean()) == pytest.approx(0.0, abs=1e-6)
@@ -35,7 +35,7 @@ def test_calibrated_probabilities_average_to_the_label_frequencies():
     logits = torch.randn(200, 3, generator=g) * 2 + torch.tensor([2.0, 0.0, -1.0])  # over-calls class 0
     y = torch.cat([torch.zeros(40), torch.ones(100), torch.full((60,), 2.0)]).long()
     for temperature in (False, True):
-        d, t = fit_offsets(logits, y, temperature=temperature)
+        d, t = fit_calibration(logits, y, temperature=temperature)
         assert torch.softmax(logits / t + d, 1).mean(0).tolist() == pytest.approx([0.2, 0.5, 0.3], abs=5e-3)
         assert torch.nn.functional.cross_entropy(logits / t + d, y) < torch.nn.functional.cross_entropy(logits, y)
 
@@ -46,7 +46,7 @@ def test_temperature_of_an_over_confident_model_is_above_one():
     y = torch.randint(0, 3, (4000,), generator=g)
     true = torch.randn(4000, 3, generator=g) + 2.0 * torch.nn.functional.one_hot(y, 3)
     y = torch.distributions.Categorical(logits=true).sample()  # labels drawn from the true logits
-    d, t = fit_offsets(2 * true, y, temperature=True)
+    d, t = fit_calibration(2 * true, y, temperature=True)
     assert t == pytest.approx(2.0, rel=0.1)
 
 
@@ -61,7 +61,7 @@ def test_calibration_is_folded_into_the_head_and_nothing_else(make_scenario, tok
     plain = learner(make_scenario, tokens_for)
     cal = learner(make_scenario, tokens_for, calibrate=method)
     seen = []
-    plugin = cal.plugin(BiasCalibrationPlugin)
+    plugin = cal.plugin(CalibrationPlugin)
     reader = plugin.val
     plugin.val = lambda i: seen.append(i) or reader(i)
     plain.train_experience(0)
@@ -93,7 +93,7 @@ def test_anchor_and_teacher_are_the_calibrated_model(make_scenario, tokens_for, 
     else:
         kept = cal.plugin(EvalTeacherLwFPlugin).lwf.prev_model.head.bias.detach()
     assert torch.equal(kept, bias)
-    assert torch.tensor(cal.plugin(BiasCalibrationPlugin).offsets[0]).abs().max() > 1e-4  # the bias did move
+    assert torch.tensor(cal.plugin(CalibrationPlugin).offsets[0]).abs().max() > 1e-4  # the bias did move
 
 
 def test_frozen_backbone_calibrates_the_shared_head(make_scenario, tokens_for):
@@ -118,4 +118,4 @@ def test_periodic_strategy_is_calibrated_only_when_it_trains(make_scenario, toke
     cal = learner(make_scenario, tokens_for, ref={"preset": "periodic_refinetune", "period": 2}, calibrate="bias")
     for i in range(3):
         cal.train_experience(i)
-    assert len(cal.plugin(BiasCalibrationPlugin).offsets) == 1  # refit after experience 1 only
+    assert len(cal.plugin(CalibrationPlugin).offsets) == 1  # refit after experience 1 only

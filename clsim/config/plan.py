@@ -107,7 +107,7 @@ def check_validation_options(scenario: Scenario, strategies: tuple[StrategyPlan,
     stream = scenario.stream
     for k, s in enumerate(strategies):
         for option, what, off in (("patience", "early stopping scores epochs", "patience: 0"),
-                                  ("calibrate", "bias calibration fits logit offsets", "calibrate: none")):
+                                  ("calibrate", "calibration fits logit offsets", "calibrate: none")):
             value = getattr(s.train, option)
             if not value or value == "none":
                 continue

@@ -158,7 +158,7 @@ split and the best epoch is kept. The schedule and the probe restart at every ex
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
     # after each trained experience, fit on its validation split one logit offset per class (``bias``:
     # the label prior re-estimated for the new topic) or the offsets and a temperature (``bcts``), and
-    # fold them into the head (BiasCalibrationPlugin)
+    # fold them into the head (CalibrationPlugin)
     calibrate: Literal["none", "bias", "bcts"] = "none"
 
 

@@ -13,7 +13,7 @@ from avalanche.training.plugins import EvaluationPlugin, EWCPlugin
 from clsim.config import Component, StrategyPlan, TrainConfig
 from clsim.strategies.plugins import (
     AutocastPlugin,
-    BiasCalibrationPlugin,
+    CalibrationPlugin,
     EarlyStoppingPlugin,
     FrozenAnchorsPlugin,
     LengthGroupedBatchesPlugin,
@@ -73,7 +73,7 @@ def build_strategy(spec: StrategyPlan, model: torch.nn.Module, train: TrainConfi
     preset = [build(c) for c in spec.plugins]
     # EWC without its frozen parameters' zero terms: the same penalty, computed on a third of MiniLM
     frozen = [FrozenAnchorsPlugin()] if any(isinstance(p, EWCPlugin) for p in preset) else []
-    calibration = [BiasCalibrationPlugin(val, train.calibrate)] if train.calibrate != "none" else []
+    calibration = [CalibrationPlugin(val, train.calibrate)] if train.calibrate != "none" else []
     plugins = [*first_plugins, *calibration, *grouping, *preset, *frozen, *recipe_plugins(model, train, score)]
     if train.precision != "fp32":
         plugins.append(AutocastPlugin(train.precision))

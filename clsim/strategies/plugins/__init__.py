@@ -1,7 +1,7 @@
 """Avalanche plugins for what Avalanche lacks. Presets name them by class."""
 from clsim.strategies.plugins.autocast import AutocastPlugin
-from clsim.strategies.plugins.bias_calibration import BiasCalibrationPlugin
 from clsim.strategies.plugins.balanced_replay import BalancedReplayPlugin
+from clsim.strategies.plugins.calibration import CalibrationPlugin
 from clsim.strategies.plugins.early_stopping import EarlyStoppingPlugin
 from clsim.strategies.plugins.frozen_anchors import FrozenAnchorsPlugin
 from clsim.strategies.plugins.length_grouped import LengthGroupedBatchesPlugin
@@ -12,6 +12,6 @@ from clsim.strategies.plugins.periodic_refinetune import PeriodicRefinetunePlugi
 from clsim.strategies.plugins.probe import ProbePlugin
 from clsim.strategies.plugins.warmup_schedule import WarmupSchedulePlugin
 
-__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "BiasCalibrationPlugin", "EarlyStoppingPlugin", "EvalTeacherLwFPlugin", "FrozenAnchorsPlugin",
+__all__ = ["AutocastPlugin", "BalancedReplayPlugin", "CalibrationPlugin", "EarlyStoppingPlugin", "EvalTeacherLwFPlugin", "FrozenAnchorsPlugin",
            "LengthGroupedBatchesPlugin",
            "LinearProbePlugin", "OnlinePolicyPlugin", "PeriodicRefinetunePlugin", "ProbePlugin", "WarmupSchedulePlugin"]

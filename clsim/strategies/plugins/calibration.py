@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from avalanche.core import SupervisedPlugin
 
 
-class BiasCalibrationPlugin(SupervisedPlugin):
+class CalibrationPlugin(SupervisedPlugin):
     def __init__(self, val: Callable[[int], tuple[torch.Tensor, torch.Tensor]], method: str = "bias"):
         super().__init__()
         self.val, self.method = val, method
@@ -43,7 +43,7 @@ class BiasCalibrationPlugin(SupervisedPlugin):
         X, y = self.val(strategy.experience.current_experience)
         with torch.no_grad():
             logits = head(X.to(head.weight.device)).float()
-        delta, temperature = fit_offsets(logits, y.to(logits.device), temperature=self.method == "bcts")
+        delta, temperature = fit_calibration(logits, y.to(logits.device), temperature=self.method == "bcts")
         with torch.no_grad():
             head.weight.div_(temperature)
             head.bias.div_(temperature).add_(delta.to(head.bias.dtype))
@@ -58,7 +58,7 @@ class BiasCalibrationPlugin(SupervisedPlugin):
         self.temperatures = list(state["temperatures"])
 
 
-def fit_offsets(logits: torch.Tensor, y: torch.Tensor, temperature: bool = False,
+def fit_calibration(logits: torch.Tensor, y: torch.Tensor, temperature: bool = False,
                 steps: int = 100) -> tuple[torch.Tensor, float]:
     """The per-class offsets ``d`` (mean zero) — and with ``temperature`` a ``T > 0`` — minimising
     ``cross_entropy(logits / T + d, y)``. A class absent from ``y`` would push its offset to
