@@ -30,6 +30,7 @@ from clsim import metrics as M
 from clsim.config import Plan, StrategyPlan, scenario_to_dict
 from clsim.figures import confusion_image, matrix_image
 from clsim.learner import Learner, deterministic_mode
+from clsim.precision import resolve as resolve_precision
 from clsim.results import METRICS, document, seed_dir, write_strategy_results
 from clsim.sinks import TensorBoardSink
 
@@ -58,12 +59,14 @@ class Trainer(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def hparams(plan: Plan, spec: StrategyPlan) -> dict[str, Any]:
-    """The hyper-parameters a strategy run is filed under (metrics.json, TensorBoard)."""
+def hparams(plan: Plan, spec: StrategyPlan, device: str = "cpu") -> dict[str, Any]:
+    """The hyper-parameters a strategy run is filed under (metrics.json, TensorBoard); ``precision``
+    is the one that runs on ``device`` (``auto`` resolved)."""
     sc, tr = plan.scenario, spec.train  # the strategy's own training options (scenario + its overrides)
     return {"strategy": spec.name, **spec.hparams(), "finetune": sc.model.finetune, "lr": tr.lr,
             "epochs": tr.epochs, "batch_size": tr.batch_size, "weight_decay": tr.weight_decay, "warmup": tr.warmup,
-            "schedule": tr.schedule, "lp_epochs": tr.lp_epochs, "lp_lr": tr.lp_lr, "precision": tr.precision,
+            "schedule": tr.schedule, "lp_epochs": tr.lp_epochs, "lp_lr": tr.lp_lr,
+            "precision": resolve_precision(tr.precision, device),
             "seed": sc.seed}
 
 
@@ -71,13 +74,13 @@ class Lifecycle:
     """The results of one strategy run as they grow: zero-shot row, R, resumes, TensorBoard, checkpoints."""
 
     def __init__(self, plan: Plan, spec: StrategyPlan, tokens, run_dir: str | Path,
-                 resume: dict | None = None, progress: ProgressFn | None = None):
-        """``plan``: the plan for this run's one seed (``Plan.for_seed``)."""
+                 resume: dict | None = None, progress: ProgressFn | None = None, device: str = "cpu"):
+        """``plan``: the plan for this run's one seed (``Plan.for_seed``); ``device``: where it trains."""
         self.name, self.names, self.labels, self.progress = spec.name, list(tokens.names), list(tokens.label_names), \
             progress
         self.seed = plan.scenario.seed
         self.out = seed_dir(run_dir, spec.name, self.seed)
-        self.hparams = hparams(plan, spec)
+        self.hparams = hparams(plan, spec, device)
         self.fingerprint = checkpoint.fingerprint(scenario_to_dict(plan.scenario), spec.hparams(), tokens)
         saved = checkpoint.load(self.out, self.fingerprint) if resume else None
         self.finished: dict | None = json.loads(saved["document"]) if saved and saved.get("finished") else None
@@ -173,7 +176,7 @@ def run_strategy(plan: Plan, spec: StrategyPlan, tokens, run_dir: str | Path, de
     ``<run_dir>/<name>/`` when there is one, else starts over; either way metrics.json lists it
     under ``resumes``. A resumed run ends with the same metrics as an uninterrupted one."""
     deterministic_mode()
-    life = Lifecycle(plan, spec, tokens, run_dir, resume, progress)
+    life = Lifecycle(plan, spec, tokens, run_dir, resume, progress, device)
 
     def on_batch(i: int, done: int, total: int) -> None:
         life.report("train", i, done, total)

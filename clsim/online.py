@@ -257,7 +257,7 @@ def run_online(plan, spec, tokens, run_dir: str | Path, device: str = "cpu", pro
                resume: dict | None = None) -> dict:
     """A central strategy run under the online protocol: an ``OnlineTrainer`` through the lifecycle."""
     deterministic_mode()
-    life = Lifecycle(plan, spec, tokens, run_dir, resume, progress)
+    life = Lifecycle(plan, spec, tokens, run_dir, resume, progress, device)
     trainers: list[OnlineTrainer] = []
 
     def make(life: Lifecycle) -> OnlineTrainer:

@@ -172,6 +172,48 @@ def test_precision_wraps_forward_in_autocast_only(make_scenario, tokens_for, pre
     assert set(seen) == {dtype} and all(0 <= a <= 1 for a in row)
 
 
+@pytest.mark.parametrize("native, dtype", [(True, torch.bfloat16), (False, torch.float32)])
+def test_auto_precision_is_bf16_only_where_native_and_hparams_say_what_ran(make_scenario, tokens_for, monkeypatch,
+                                                                            native, dtype):
+    from clsim import precision
+    from clsim.config import resolve_scenario
+    from clsim.lifecycle import hparams
+
+    monkeypatch.setattr(precision, "native_bf16", lambda device_type="cpu": (native, "test"))
+    learner = _learner(make_scenario, tokens_for, train={"precision": "auto"})
+    rec = _Dtypes()
+    learner.strategy.plugins.append(rec.plugin)
+    learner.train_experience(0)
+    assert rec.logits and set(rec.logits) == {dtype}
+    seen = []
+    hook = learner.model.head.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    learner.accuracy_row()
+    hook.remove()
+    assert set(seen) == {dtype}  # evaluation runs in the precision training ran in
+    plan = resolve_scenario(make_scenario(train={"precision": "auto"}))
+    assert hparams(plan, plan.strategies[0])["precision"] == ("bf16" if native else "fp32")
+
+
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, tmp_path):
+    import builtins
+
+    from clsim import precision
+
+    real_open = builtins.open
+    for flags, native in (("fpu avx2 avx512f avx512_bf16", True), ("fpu avx2 avx512f", False), ("amx_bf16", True)):
+        cpuinfo = tmp_path / "cpuinfo"
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+        precision.native_bf16.cache_clear()
+        assert precision.native_bf16("cpu")[0] is native, flags
+        assert precision.resolve("auto", "cpu") == ("bf16" if native else "fp32")
+        assert precision.resolve("fp32", "cpu") == "fp32" and precision.resolve("bf16", "cpu") == "bf16"
+    monkeypatch.undo()
+    precision.native_bf16.cache_clear()
+    with pytest.raises(ValueError, match="precision must be one of"):
+        precision.resolve("fp16", "cpu")
+
+
 # ------------------------------------------------------------------ cached features for `head`
 HEAD = {"pretrained": "tiny", "finetune": "head", "max_length": 32}
 

@@ -225,6 +225,31 @@ def test_min_confidence_keeps_rows_without_a_confidence(fake_corpus):
     assert fake_corpus.source(cfg.model_copy(update={"min_confidence": None})).pools[0].rows.tolist() == [10, 11, 12, 13]
 
 
+def test_train_per_topic_draws_that_topic_more_and_leaves_the_others_draw_alone(fake_corpus, monkeypatch):
+    from clsim.data import stream as stream_module
+
+    base = TweetsStream(source="tweets", train_per_experience=1, test_per_experience=1,
+                        experiences=["airline", "claritin"])
+    sized = base.model_copy(update={"train_per_topic": {"airline": 2}})
+    monkeypatch.setattr(stream_module, "check_test_labels", lambda *a, **k: None)  # six rows: too few to hold every label
+    a, b = build_stream(base, 3), build_stream(sized, 3)
+    assert [len(e.train.labels) for e in a.experiences] == [1, 1]
+    assert [len(e.train.labels) for e in b.experiences] == [2, 1]
+    assert b.experiences[1].train.rows.tolist() == a.experiences[1].train.rows.tolist()  # claritin: same draw
+    assert split_record(b)["draw"]["train_per_topic"] == {"airline": 2}
+    assert "train_per_topic" not in split_record(a)["draw"]
+
+
+@pytest.mark.parametrize("update, message", [
+    ({"train_per_topic": {"cars": 5}}, "not in experiences"),
+    ({"train_per_topic": {"airline": 5}, "protocol": "online"}, "experiences protocol"),
+])
+def test_train_per_topic_names_streamed_topics_and_only_the_experiences_protocol(update, message):
+    with pytest.raises(ValueError, match=message):
+        TweetsStream.model_validate({"source": "tweets", "train_per_experience": 1, "test_per_experience": 1,
+                                     "experiences": ["airline", "claritin"], **update})
+
+
 # --------------------------------------------------------------------------- the split record
 def round_trip(stream) -> None:
     record = json.loads(json.dumps(split_record(stream)))  # JSON-able, and read back from JSON

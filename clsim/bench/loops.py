@@ -17,7 +17,7 @@ from clsim.config import Scenario, StrategyRef, resolve_scenario
 from clsim.learner import Learner, seed_everything
 from clsim.evaluation import confusion_row
 from clsim.models import BottomCache, PadCollate, build_model
-from clsim.precision import autocast
+from clsim.precision import autocast, native_bf16
 from clsim.strategies import make_optimizer
 
 
@@ -193,16 +193,8 @@ def _random_batches(scenario: Scenario, tokens) -> list:
 
 
 def bf16_support() -> tuple[bool, str]:
-    """Whether bf16 is native where the bench trains (the CPU: AMX-BF16 or AVX512-BF16 in
-    /proc/cpuinfo), and the hardware in words."""
-    try:
-        flags = set(" ".join(ln for ln in open("/proc/cpuinfo", encoding="utf-8") if ln.startswith("flags")).split())
-    except OSError:
-        return False, "CPU whose flags cannot be read (no /proc/cpuinfo): native bf16 unknown"
-    native = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    if native:
-        return True, "CPU with " + " + ".join(native)
-    return False, "CPU without native bf16 (no AMX-BF16, no AVX512-BF16; bf16 is emulated, so slower than fp32)"
+    """Whether bf16 is native where the bench trains (the CPU), and the hardware in words."""
+    return native_bf16("cpu")
 
 
 def measure_head_cache(cfg: BenchConfig, tokens, say) -> Result:

@@ -47,6 +47,10 @@ class _Sizes(Strict):
     transition: Transition = Field(default_factory=Transition)
     label_delay: NonNegativeInt = 0  # online: time steps before an arrival's label is available
     label_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # online: share of arrivals that ever get a label
+
+    def train_size(self, index: int) -> int:
+        """Training rows drawn for experience ``index``."""
+        return self.train_per_experience
     # (checks that need the strategies too — a ramp longer than an experience — are in clsim.config.online)
 
 
@@ -58,6 +62,22 @@ class TweetsStream(_Sizes):
     # drop rows whose crowd label confidence is below this; rows without a confidence (all of
     # claritin, all but one of coachella) are kept
     min_confidence: Annotated[float, Field(ge=0, le=1)] | None = None
+    # training tweets for these topics instead of train_per_experience: a topic whose minority
+    # classes are rare (cars is 88 % neutral) needs more tweets to show them
+    train_per_topic: dict[Topic, PositiveInt] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _sized_topics_are_streamed(self) -> "TweetsStream":
+        extra = sorted(set(self.train_per_topic) - set(self.experiences))
+        if extra:
+            raise ValueError(f"train_per_topic names {extra}, which are not in experiences")
+        if self.train_per_topic and self.protocol == "online":
+            raise ValueError("train_per_topic is for the experiences protocol; the online protocol's time steps "
+                             "need one train_per_experience")
+        return self
+
+    def train_size(self, index: int) -> int:
+        return self.train_per_topic.get(self.experiences[index], self.train_per_experience)
 
 
 class SyntheticExperience(Strict):
@@ -154,7 +174,9 @@ split and the best epoch is kept. The schedule and the probe restart at every ex
     # when the probe runs: before every experience, or only while the head is still at its initial
     # (random) weights — the first experience, and after a periodic or from-scratch reset
     lp_when: Literal["every", "new_head"] = "every"
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: autocast forward + loss (AutocastPlugin), and evaluation
+    # bf16: autocast forward + loss (AutocastPlugin), and evaluation; auto: bf16 where the hardware
+    # has it natively, else fp32 (clsim.precision); hparams record what ran
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     group_by_length: bool = False  # batches of similar lengths: less padding (LengthGroupedBatchesPlugin)
     # after each trained experience, fit on its validation split one logit offset per class (``bias``:
     # the label prior re-estimated for the new topic) or the offsets and a temperature (``bcts``), and

@@ -2,7 +2,8 @@
 
 A source (tweets, synthetic, files) turns its config into a ``Source``: the rows each experience
 may draw from (already deduplicated), plus the scenario field that produced each pool (for error
-messages). ``build_stream`` then draws ``train_per_experience`` + ``val_per_experience`` +
+messages). ``build_stream`` then draws ``train_per_experience`` (a tweets stream's
+``train_per_topic`` overrides it per topic) + ``val_per_experience`` +
 ``test_per_experience`` disjoint rows from each pool, stratified by label where the data allow
 (``clsim.data.split``), seeded by ``(seed, experience index)`` so the same seed gives the same
 stream and each experience gets its own draw.
@@ -90,9 +91,11 @@ def build_stream(cfg: TweetsStream | SyntheticStream | FileStream, seed: int,
     src = read_source(cfg, seed, file)
     sizes = cfg.train_per_experience, cfg.val_per_experience, cfg.test_per_experience
     in_order = cfg.protocol == "online" and getattr(cfg, "time_column", None) is not None  # arrivals in time order
-    experiences = [split_pool(p, sizes[0], sizes[2], seed, i, file, n_val=sizes[1], in_order=in_order)
+    experiences = [split_pool(p, cfg.train_size(i), sizes[2], seed, i, file, n_val=sizes[1], in_order=in_order)
                    for i, p in enumerate(_unique_names(src.pools))]
     check_test_labels(experiences, src.pools, src.label_names, file)
     drawn = {"seed": seed, "train_per_experience": sizes[0], "val_per_experience": sizes[1],
              "test_per_experience": sizes[2], "method": METHOD + ("; training rows in time order" if in_order else "")}
+    if getattr(cfg, "train_per_topic", None):
+        drawn["train_per_topic"] = dict(cfg.train_per_topic)
     return Stream(experiences, list(src.label_names), dict(src.description), src.dedup, drawn)

@@ -218,5 +218,6 @@ def serve(grid: Grid, job: Job, run_dir: str | Path, tokens: TokenizedStream, de
           progress=None, resume: bool = False) -> dict:
     """Run the federated strategy of ``job`` on ``grid`` through the lifecycle; its metrics document.
     ``resume`` continues from the last round checkpoint when there is one, else starts over."""
-    life = Lifecycle(job.plan, job.spec, tokens, run_dir, {"reason": "resume"} if resume else None, progress)
+    life = Lifecycle(job.plan, job.spec, tokens, run_dir, {"reason": "resume"} if resume else None, progress,
+                     device)
     return run(life, lambda life: FederatedServer(life, job, grid, tokens, device))

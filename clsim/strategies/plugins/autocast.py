@@ -1,4 +1,4 @@
-"""Mixed precision (``train.precision: bf16``) as an Avalanche plugin.
+"""Mixed precision (``train.precision: bf16``, or ``auto`` where bf16 is native) as an Avalanche plugin.
 
 The forward pass and the loss run under ``torch.autocast`` (bf16 matmuls: AMX on recent
 CPUs, tensor cores on GPUs); the backward pass and the optimizer step run outside it, on
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from avalanche.core import SupervisedPlugin
 
-from clsim.precision import autocast
+from clsim.precision import autocast, resolve
 
 
 class AutocastPlugin(SupervisedPlugin):
@@ -17,8 +17,7 @@ class AutocastPlugin(SupervisedPlugin):
 
     def __init__(self, precision: str = "bf16"):
         super().__init__()
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+        resolve(precision, "cpu")  # a bad value fails here, not at the first batch
         self.precision = precision
         self._ctx = None
 
