@@ -40,7 +40,7 @@ report: $(VENV)/.stamp-run
 		results/drift_sentiment_report/reference_seed0 --output results/drift_sentiment
 
 # Does the recipe meet its goal? naive over drift_sentiment's stream and recipe with 1,000 test
-# tweets per topic and seeds 0-4 (scenarios/drift_sentiment_goal.yaml); comparison into
+# tweets per topic and fresh seeds 5-9 (scenarios/drift_sentiment_goal.yaml); comparison into
 # results/drift_sentiment_goal/.
 goal-report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment_goal/evidence
