@@ -29,8 +29,8 @@ test: $(VENV)/.stamp-test
 # intervals, plots) into results/drift_sentiment/, which is committed. Seed 0 of drift_sentiment's
 # strategies is `make run`'s job itself; the report scenario adds seeds 1 and 2 of every strategy
 # and seed 0 of the two it alone has (naive_2x, lwf); --pool-seeds compares each strategy over its
-# three seeds. It runs drift_sentiment.yaml again (14 minutes on 2 CPU cores), then the rest (about
-# 45). It replaces the committed run folders (`git restore results/` brings them back).
+# three seeds. It runs drift_sentiment.yaml again (7.5 minutes on 2 CPU cores with native bf16), then
+# the rest (about 23). It replaces the committed run folders (`git restore results/` brings them back).
 report: $(VENV)/.stamp-run
 	rm -rf results/drift_sentiment/reference results/drift_sentiment_report/reference results/drift_sentiment_report/reference_seed0
 	$(BIN)/clsim run scenarios/drift_sentiment.yaml --run-id reference
