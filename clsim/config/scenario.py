@@ -47,11 +47,11 @@ class _Sizes(Strict):
     transition: Transition = Field(default_factory=Transition)
     label_delay: NonNegativeInt = 0  # online: time steps before an arrival's label is available
     label_fraction: Annotated[float, Field(gt=0, le=1)] = 1.0  # online: share of arrivals that ever get a label
+    # (checks that need the strategies too — a ramp longer than an experience — are in clsim.config.online)
 
     def train_size(self, index: int) -> int:
         """Training rows drawn for experience ``index``."""
         return self.train_per_experience
-    # (checks that need the strategies too — a ramp longer than an experience — are in clsim.config.online)
 
 
 class TweetsStream(_Sizes):
