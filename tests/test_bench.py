@@ -27,11 +27,11 @@ def _learner(make_scenario, tokens_for, preset="naive", **kw):
 def test_bench_tiny_reports_every_ratio(tmp_path):
     """Every measure but the three-simulation flower_scale (its own test): bf16 ones measured, or
     skipped with the reason where this CPU has no native bf16."""
-    from clsim.bench import bf16_support
+    from clsim.precision import native_bf16
 
     out = tmp_path / "bench.json"
     names = [n for n in GOALS if not n.startswith("flower_scale")]
-    native, _ = bf16_support()
+    native, _ = native_bf16("cpu")
     res = CliRunner().invoke(app, ["bench", "--tiny", "--json", str(out),
                                    "--only", ",".join(n for n in names if native or n not in BF16)])
     assert res.exit_code == 0, res.output
@@ -76,7 +76,7 @@ def test_bench_skips_bf16_without_native_bf16_unless_asked_by_name(monkeypatch, 
 
     calls, seen = [], []
     _stub_measures(monkeypatch, calls)
-    monkeypatch.setattr(B, "bf16_support", lambda: (native, "CPU without native bf16 (test)"))
+    monkeypatch.setattr(B, "native_bf16", lambda device_type="cpu": (native, "CPU without native bf16 (test)"))
     results = B.run(B.BenchConfig(tiny=True), on_result=seen.append)
     assert [r.name for r in results] == list(GOALS)  # every measure, in the table's order
     skipped = {r.name: r.detail for r in results if r.value is None}

@@ -46,7 +46,6 @@ from clsim.bench.anchors import measure_ewc_anchors
 from clsim.bench.core import BF16, GOALS, GROUPS, BenchConfig, Result
 from clsim.bench.flower import measure_flower, measure_flower_scale
 from clsim.bench.loops import (
-    bf16_support,
     measure_bf16_accuracy,
     measure_bottom_cache,
     measure_head_cache,
@@ -58,8 +57,9 @@ from clsim.config import ConfigError
 from clsim.data import build_stream
 from clsim.federated.scale import ScaleRow
 from clsim.models import tokenize_stream
+from clsim.precision import native_bf16
 
-__all__ = ["BF16", "GOALS", "GROUPS", "BenchConfig", "Result", "ScaleRow", "as_json", "bf16_support",
+__all__ = ["BF16", "GOALS", "GROUPS", "BenchConfig", "Result", "ScaleRow", "as_json",
            "measure_online_serving", "run", "selected"]
 
 def selected(only: list[str] | None) -> set[str]:
@@ -92,7 +92,7 @@ def run(cfg: BenchConfig | None = None, say: Callable[[str], None] = lambda s: N
             results.append(r)
             on_result(r)
 
-    native, hardware = bf16_support()
+    native, hardware = native_bf16("cpu")  # the bench trains on the CPU
     if not native:
         skip = [n for n in BF16 if n in wanted and n not in (only or [])]
         done([Result(n, None, f"skipped: {hardware}; `--only {n}` measures it anyway") for n in skip])

@@ -165,7 +165,7 @@ def measure_loops(cfg: BenchConfig, tokens, say, wanted: set[str], shared: dict)
                           f"grouped {b['grouped']:.1f} s; mean width {_mean_width(grouped):.0f}"))
     if "bf16" in b:
         out.append(Result("bf16_vs_fp32", b["hand"] / b["bf16"],
-                          f"fp32 {b['hand']:.1f} s, bf16 {b['bf16']:.1f} s; {bf16_support()[1]}"))
+                          f"fp32 {b['hand']:.1f} s, bf16 {b['bf16']:.1f} s; {native_bf16('cpu')[1]}"))
     return [r for r in out if r.name in wanted]
 
 
@@ -190,11 +190,6 @@ def _random_batches(scenario: Scenario, tokens) -> list:
         order = rng.permutation(len(split.ids))
         out += [([split.ids[j] for j in order[k:k + bs]], None) for k in range(0, len(order), bs)]
     return out
-
-
-def bf16_support() -> tuple[bool, str]:
-    """Whether bf16 is native where the bench trains (the CPU), and the hardware in words."""
-    return native_bf16("cpu")
 
 
 def measure_head_cache(cfg: BenchConfig, tokens, say) -> Result:
